@@ -1,0 +1,182 @@
+"""Beam search over the NumPy engine, step for step the algorithm of transformers' beam search.
+
+Every beam decodes in one batch; after each step the KV cache follows the chosen parents in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from gpt2cli.errors import UsageError
+
+F32 = np.float32
+# transformers' stand-in for "impossible": the start score of beams 1.. (so step 1 expands beam 0 only).
+_NEG = F32(-1.0e9)
+
+EARLY_STOPPING_MODES = (True, False, "never")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """A finished beam: its generated tokens (with the final <|endoftext|> if it ended on one)."""
+
+    tokens: list[int]
+    score: float  # logprob / len(tokens) ** length_penalty: transformers' `sequences_scores`
+    logprob: float  # sum of the (processed) log-probabilities of `tokens`
+    finish_reason: str  # "eos" or "length"
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """In place on a fresh float32 logits buffer: [B, V] -> [B, V] log-probabilities."""
+    logits -= logits.max(axis=-1, keepdims=True)  # [B, V]
+    lse = np.log(np.exp(logits).sum(axis=-1, keepdims=True))  # [B, 1]
+    logits -= lse
+    return logits
+
+
+def ban_repeated_ngrams(logprobs: np.ndarray, sequences: np.ndarray, n: int) -> None:
+    """Sets -inf, in place, for every token that would complete an n-gram already in its row.
+
+    logprobs [B, V]; sequences [B, L] (prompt + generated so far). Like transformers'
+    NoRepeatNGramLogitsProcessor: each row's last n-1 tokens are matched against every window of n.
+    """
+    b, length = sequences.shape
+    if n <= 0 or length < n:
+        return
+    windows = sliding_window_view(sequences, n, axis=1)  # [B, L-n+1, n]
+    prefix = sequences[:, length - n + 1 :]  # [B, n-1]
+    matches = (windows[:, :, :-1] == prefix[:, None, :]).all(axis=-1)  # [B, L-n+1]
+    rows, cols = np.nonzero(matches)  # [m], [m]
+    banned = windows[rows, cols, -1]  # [m]
+    inside = banned < logprobs.shape[1]  # a prompt id past the LM head cannot be generated anyway
+    logprobs[rows[inside], banned[inside]] = -np.inf
+
+
+def validate_options(
+    *, num_beams: int, num_return: int, max_new_tokens: int, no_repeat_ngram_size: int, early_stopping: object
+) -> None:
+    """Raises UsageError naming the CLI option for any value outside its range."""
+
+    def is_int(v: object) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if not is_int(num_beams) or num_beams < 1:
+        raise UsageError(f"--beams must be an integer >= 1, got {num_beams!r}")
+    if not is_int(num_return) or not 1 <= num_return <= num_beams:
+        raise UsageError(f"--num-return must be between 1 and --beams ({num_beams}), got {num_return!r}")
+    if not is_int(max_new_tokens) or max_new_tokens < 1:
+        raise UsageError(f"--max-tokens must be an integer >= 1, got {max_new_tokens!r}")
+    if not is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
+        raise UsageError(f"--no-repeat-ngram must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
+    if not (early_stopping is True or early_stopping is False or early_stopping == "never"):
+        raise UsageError(f"--early-stopping must be true, false or never, got {early_stopping!r}")
+
+
+def beam_search(
+    model,
+    prompt_ids: list[int],
+    *,
+    num_beams: int,
+    max_new_tokens: int,
+    length_penalty: float = 1.0,
+    early_stopping: bool | str = False,
+    no_repeat_ngram_size: int = 0,
+    eos_token_id: int | None = None,
+    num_return: int | None = None,
+) -> list[Hypothesis]:
+    """The best `num_return` finished hypotheses, best first, as transformers' generate(num_beams=...) finds them.
+
+    eos_token_id defaults to the model's. early_stopping: True stops once `num_beams` hypotheses are
+    finished; False also stops once the best running beam, scored at its current length, cannot beat
+    the worst finished one; "never" judges that at max_new_tokens when length_penalty > 0.
+    """
+    num_return = num_beams if num_return is None else num_return
+    validate_options(
+        num_beams=num_beams,
+        num_return=num_return,
+        max_new_tokens=max_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size,
+        early_stopping=early_stopping,
+    )
+    if not np.isfinite(length_penalty):
+        raise UsageError(f"--length-penalty must be a finite number, got {length_penalty!r}")
+    if len(prompt_ids) == 0:
+        raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
+    cfg = model.config
+    eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
+    n_prompt = len(prompt_ids)
+    total = n_prompt + max_new_tokens
+    if total > cfg.n_positions:
+        raise UsageError(
+            f"prompt ({n_prompt} tokens) + --max-tokens ({max_new_tokens}) = {total} tokens exceeds the "
+            f"model's context of {cfg.n_positions}; beam search does not slide, so shorten one of them"
+        )
+
+    # transformers keeps (1 + number of eos ids) * num_beams candidates: enough that num_beams of them
+    # are still running even when every parent's best continuation is <|endoftext|>.
+    k = 2 * num_beams
+    sequences = np.empty((num_beams, total), dtype=np.int64)  # [beams, prompt + new]
+    sequences[:, :n_prompt] = prompt_ids
+    running = np.full(num_beams, _NEG, dtype=F32)  # [beams] running sums of log-probs
+    running[0] = 0.0
+    identity = np.arange(num_beams)
+
+    cache = model.new_cache(1, capacity=total)
+    logits = model.forward(sequences[:1, :n_prompt], cache)  # [1, V]: one prefill for every beam
+    cache = cache.repeat(num_beams)
+
+    finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
+    for step in range(1, max_new_tokens + 1):
+        cur = n_prompt + step - 1  # tokens in each running sequence
+        logprobs = log_softmax(logits)  # [beams, V] ([1, V] at step 1: every beam is the prompt)
+        if no_repeat_ngram_size:
+            ban_repeated_ngrams(logprobs, sequences[: logprobs.shape[0], :cur], no_repeat_ngram_size)
+        vocab = logprobs.shape[1]
+        totals = (logprobs + running[:, None]).ravel()  # [beams * V]
+        top = np.argpartition(totals, -k)[-k:]  # [k], unordered
+        top.sort()  # equal scores keep vocabulary order, as torch.topk does
+        top = top[np.argsort(-totals[top], kind="stable")]  # [k], best first
+        top_scores = totals[top]  # [k] float32
+        parents, tokens = np.divmod(top, vocab)  # [k], [k]
+        # MaxLengthCriteria and EosTokenCriteria of transformers' stopping criteria.
+        hits = (tokens == eos) | (step == max_new_tokens)  # [k]
+
+        # _update_finished_beams: only the first num_beams candidates may finish; the rest are spares.
+        new = [
+            Hypothesis(
+                tokens=sequences[parents[i], n_prompt:cur].tolist() + [int(tokens[i])],
+                score=float(top_scores[i] / (step**length_penalty)),
+                logprob=float(top_scores[i]),
+                finish_reason="eos" if tokens[i] == eos else "length",
+            )
+            for i in np.flatnonzero(hits[:num_beams])
+        ]
+        if new:
+            finished = sorted(finished + new, key=lambda h: -h.score)[:num_beams]  # stable: older first on ties
+        if hits.all():
+            break
+
+        # _get_running_beams_for_next_iteration: the best num_beams candidates that did not finish.
+        keep = np.flatnonzero(~hits)[:num_beams]  # [beams]
+        running = top_scores[keep]  # [beams], best first
+        parents, tokens = parents[keep], tokens[keep]  # [beams], [beams]
+
+        # _check_early_stop_heuristic / _beam_search_has_unfinished_sequences
+        if len(finished) == num_beams:
+            if early_stopping is True:
+                break
+            hypothetical = max_new_tokens if (early_stopping == "never" and length_penalty > 0) else step
+            if not running[0] / (hypothetical**length_penalty) > finished[-1].score:
+                break
+
+        # At step 1 every cache row holds the same prompt, so the parents need no copying.
+        if step > 1 and not np.array_equal(parents, identity):
+            cache.reorder(parents)
+            sequences = sequences[parents]
+        sequences[:, cur] = tokens
+        logits = model.forward(tokens[:, None], cache)  # [beams, V]
+
+    return finished[:num_return]

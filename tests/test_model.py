@@ -1,0 +1,116 @@
+"""The NumPy engine against transformers' GPT2LMHeadModel loading the very same files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import modelfactory
+from gpt2cli.checkpoint import load_model
+from gpt2cli.model import gelu_new
+from reference import load_reference
+
+LAYOUTS = {
+    "hub-fp32": dict(n_layer=2),
+    "prefixed-fp32-lm_head": dict(n_layer=3, prefix=True, lm_head=True, mask_buffers=False),
+    "hub-fp16": dict(n_layer=4, dtype="float16"),
+    "prefixed-bf16": dict(n_layer=2, prefix=True, dtype="bfloat16"),
+    "sharded": dict(n_layer=3, shards=3),
+    "odd-shape": dict(n_layer=2, n_head=3, n_embd=48, n_positions=100),
+}
+
+
+@pytest.fixture(scope="module", params=list(LAYOUTS))
+def pair(request, tmp_path_factory):
+    folder = modelfactory.write_model(tmp_path_factory.mktemp(request.param) / "m", seed=7, **LAYOUTS[request.param])
+    return load_model(folder), load_reference(folder)
+
+
+def torch_logits(ref, ids, past=None):
+    import torch
+
+    with torch.no_grad():
+        out = ref(torch.tensor(ids), past_key_values=past, use_cache=True)
+    return out.logits.numpy(), out.past_key_values
+
+
+def test_prefill_and_cached_decode_match_transformers(pair):
+    ours, ref = pair
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, ours.config.vocab_size, (2, 60))
+    cache = ours.new_cache(2)
+    logits = ours.forward(ids, cache, all_logits=True)
+    theirs, past = torch_logits(ref, ids)
+    assert logits.dtype == np.float32
+    assert np.abs(logits - theirs).max() < 1e-4
+    for _ in range(30):
+        step = rng.integers(0, ours.config.vocab_size, (2, 1))
+        logits = ours.forward(step, cache)
+        theirs, past = torch_logits(ref, step, past)
+        assert logits.shape == (2, ours.config.vocab_size)
+        assert np.abs(logits - theirs[:, -1]).max() < 1e-4
+
+
+def test_greedy_continuation_is_token_identical_over_50_tokens(pair):
+    import torch
+
+    ours, ref = pair
+    prompt = np.random.default_rng(1).integers(0, ours.config.vocab_size, (1, 8))
+    cache = ours.new_cache(1)
+    logits = ours.forward(prompt, cache)
+    mine = []
+    for _ in range(50):
+        token = int(np.argmax(logits[0]))
+        mine.append(token)
+        logits = ours.forward(np.array([[token]]), cache)
+    with torch.no_grad():
+        out = ref.generate(
+            torch.tensor(prompt), max_new_tokens=50, min_new_tokens=50, do_sample=False,
+            pad_token_id=ours.config.eos_token_id, eos_token_id=None,
+        )
+    assert mine == out[0, prompt.shape[1]:].tolist()
+
+
+def test_kv_cache_decoding_equals_recomputing_the_whole_sequence(tiny_model):
+    model = load_model(tiny_model)
+    ids = np.random.default_rng(2).integers(0, model.config.vocab_size, (3, 40))
+    cache = model.new_cache(3)
+    model.forward(ids[:, :25], cache)
+    stepped = [model.forward(ids[:, t : t + 1], cache) for t in range(25, 40)]
+    full = model.forward(ids, model.new_cache(3), all_logits=True)
+    for i, t in enumerate(range(25, 40)):
+        np.testing.assert_allclose(stepped[i], full[:, t], atol=1e-5)
+
+
+def test_activations_stay_float32(tiny_model):
+    model = load_model(tiny_model)
+    cache = model.new_cache(2)
+    h = model.hidden_states(np.array([[1, 2, 3], [4, 5, 6]]), cache)
+    assert h.dtype == np.float32
+    assert cache.k.dtype == np.float32 and cache.v.dtype == np.float32
+    assert model.forward(np.array([[7], [8]]), cache).dtype == np.float32
+    assert gelu_new(np.ones(4, dtype=np.float32)).dtype == np.float32
+
+
+def test_fp16_weights_are_upcast_and_fp32_weights_are_memory_mapped(tmp_path):
+    fp16 = load_model(modelfactory.write_model(tmp_path / "h", dtype="float16"))
+    assert fp16.weights.wte.dtype == np.float32
+    fp32 = load_model(modelfactory.write_model(tmp_path / "f"))
+    assert isinstance(fp32.weights.wte.base, np.memmap) or isinstance(fp32.weights.wte, np.memmap)
+    assert not fp32.weights.wte.flags.writeable
+
+
+def test_repeat_and_reorder_make_rows_follow_their_parents(tiny_model):
+    model = load_model(tiny_model)
+    prompt = np.array([[5, 6, 7, 8]])
+    one = model.new_cache(1)
+    model.forward(prompt, one)
+    many = one.repeat(3)
+    steps = np.array([[1], [2], [3]])
+    logits = model.forward(steps, many)
+    many.reorder(np.array([2, 2, 0]))
+    after = model.forward(np.array([[9], [9], [9]]), many)
+    for row, parent in enumerate([2, 2, 0]):
+        sequence = np.concatenate([prompt, steps[parent : parent + 1], [[9]]], axis=1)  # [1, 6]
+        np.testing.assert_allclose(after[row], model.forward(sequence, model.new_cache(1))[0], atol=1e-5)
+    assert logits.shape == (3, model.config.vocab_size)
