@@ -1,0 +1,173 @@
+"""generate(): the token loop for greedy and sampled decoding of one or more rows, with the
+context-overflow policies; SampleText: streamed text with stop strings held back and cut.
+
+Nothing here prints or touches files: warnings go through a callback the caller provides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from gpt2cli.errors import ContextOverflowError, UsageError
+from gpt2cli.model import GPT2Model
+from gpt2cli.sampling import Sampler, log_softmax
+
+OVERFLOW_MODES = ("slide", "truncate", "error")
+
+
+@dataclass(frozen=True)
+class Step:
+    tokens: np.ndarray  # [B] the token each row chose
+    logprobs: np.ndarray | None  # [B] its log-probability under the raw (unwarped) distribution
+    eos: np.ndarray  # [B] bool: the row has ended with <|endoftext|> (at this step or before)
+
+
+def fit_prompt(
+    prompt: list[int], n_ctx: int, max_new_tokens: int, mode: str, warn: Callable[[str], None]
+) -> list[int]:
+    """The prompt as the model will see it under the overflow mode; raises for `error` mode."""
+    if mode not in OVERFLOW_MODES:
+        raise UsageError(f"--on-overflow must be one of {', '.join(OVERFLOW_MODES)}, got {mode!r}")
+    n = len(prompt)
+    if mode == "error":
+        if n + max_new_tokens > n_ctx:
+            raise ContextOverflowError(
+                f"the prompt ({n} tokens) plus --max-tokens ({max_new_tokens}) exceed the model's context of "
+                f"{n_ctx} tokens; shorten the prompt, lower --max-tokens, or use --on-overflow slide"
+            )
+        return prompt
+    if mode == "truncate":
+        if max_new_tokens >= n_ctx:
+            raise ContextOverflowError(
+                f"--max-tokens {max_new_tokens} leaves no room for the prompt in the model's context of "
+                f"{n_ctx} tokens; lower --max-tokens or use --on-overflow slide"
+            )
+        keep = n_ctx - max_new_tokens
+        if n > keep:
+            warn(f"prompt truncated: kept its last {keep} of {n} tokens so {max_new_tokens} new tokens fit the context of {n_ctx}")
+            return prompt[-keep:]
+        return prompt
+    if n > n_ctx - 1:
+        warn(f"prompt of {n} tokens is longer than the context of {n_ctx}: the model sees its last {n_ctx - 1}")
+        return prompt[-(n_ctx - 1) :]
+    return prompt
+
+
+def generate(
+    model: GPT2Model,
+    prompt: list[int],
+    sampler: Sampler,
+    max_new_tokens: int,
+    *,
+    num_samples: int = 1,
+    eos_token_id: int | None = None,
+    ignore_eos: bool = False,
+    logprobs: bool = False,
+    on_overflow: str = "slide",
+    warn: Callable[[str], None] = lambda message: None,
+) -> Iterator[Step]:
+    """Decodes num_samples rows together, one Step per new token, until max_new_tokens or every row's eos.
+
+    The prompt is prefilled once and shared by every row. With on_overflow="slide", a full context
+    is re-encoded from the most recent half window of each row, so generation can go on forever.
+    """
+    if max_new_tokens < 1:
+        raise UsageError(f"--max-tokens must be >= 1, got {max_new_tokens}")
+    if num_samples < 1:
+        raise UsageError(f"--num-samples must be >= 1, got {num_samples}")
+    if not prompt:
+        raise UsageError("the prompt is empty; pass text, or let the caller start from <|endoftext|>")
+    n_ctx = model.config.n_positions
+    prompt = fit_prompt(prompt, n_ctx, max_new_tokens, on_overflow, warn)
+    capacity = min(n_ctx, len(prompt) + max_new_tokens)
+    one = model.new_cache(1, capacity)
+    logits = model.forward(np.asarray([prompt]), one)  # [1, V]
+    cache = one.repeat(num_samples) if num_samples > 1 else one
+    logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
+    history = [np.asarray([prompt] * num_samples)]  # [B, T] chunks, only read when sliding
+    eos = np.zeros(num_samples, dtype=bool)
+    stop_on_eos = eos_token_id is not None and not ignore_eos
+    warned = False
+    for i in range(max_new_tokens):
+        tokens = sampler(logits)  # [B]
+        lp = None
+        if logprobs:
+            lp = log_softmax(logits)[np.arange(num_samples), tokens]  # [B]
+        if stop_on_eos:
+            tokens = np.where(eos, eos_token_id, tokens)
+            eos = eos | (tokens == eos_token_id)
+        yield Step(tokens=tokens, logprobs=lp, eos=eos.copy())
+        if eos.all() or i == max_new_tokens - 1:
+            return
+        history.append(tokens[:, None])
+        if cache.length == n_ctx:  # (a cache sized below n_ctx is never filled before the last step)
+            window = n_ctx // 2
+            if not warned:
+                warn(f"reached the model's context of {n_ctx} tokens: sliding on, the model now sees only the last {window}")
+                warned = True
+            recent = np.concatenate(history, axis=1)[:, -window:]  # [B, window]
+            history = [recent]
+            cache = model.new_cache(num_samples, n_ctx)
+            logits = model.forward(recent, cache)
+        else:
+            logits = model.forward(tokens[:, None], cache)  # [B, V]
+
+
+class SampleText:
+    """One sample's text as it streams, with stop strings: add() decoded pieces, take() what is safe
+    to show (a possible start of a stop string is held back); once a stop string appears, the text
+    ends before it and `stopped` is set.
+    """
+
+    def __init__(self, stops: tuple[str, ...] = ()):
+        self.stops = tuple(s for s in stops if s)
+        self.text = ""  # everything decoded so far (cut at the stop once found)
+        self.emitted = 0  # how much of text take() has handed out
+        self.stopped = False
+        self.token_starts: list[int] = []  # character offset at which each token's text began
+
+    def add(self, piece: str, *, new_token: bool = True) -> None:
+        if self.stopped:
+            return
+        if new_token:
+            self.token_starts.append(len(self.text))
+        searched = max(0, len(self.text) - max(map(len, self.stops), default=0))
+        self.text += piece
+        hits = [i for i in (self.text.find(s, searched) for s in self.stops) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            self.stopped = True
+
+    def take(self) -> str:
+        """New text that can be shown now."""
+        held = 0 if self.stopped else self._held_suffix()
+        return self._emit(len(self.text) - held)
+
+    def finish(self) -> str:
+        """All text not yet shown (the sample has ended)."""
+        return self._emit(len(self.text))
+
+    def kept_tokens(self) -> int:
+        """How many tokens contributed text before the stop (all, when no stop was hit)."""
+        if not self.stopped:
+            return len(self.token_starts)
+        return sum(1 for start in self.token_starts if start < len(self.text))
+
+    def _held_suffix(self) -> int:
+        """Length of the longest end of the text that could still grow into a stop string."""
+        longest = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.text)), longest, -1):
+                if self.text.endswith(stop[:n]):
+                    longest = n
+                    break
+        return longest
+
+    def _emit(self, upto: int) -> str:
+        upto = max(upto, self.emitted)
+        out = self.text[self.emitted : upto]
+        self.emitted = upto
+        return out

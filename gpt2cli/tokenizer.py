@@ -1,0 +1,134 @@
+"""GPT-2's byte-level BPE: a tiktoken Encoding built offline from vocab.json + merges.txt, and an
+incremental detokenizer that never prints half a UTF-8 character."""
+
+from __future__ import annotations
+
+import codecs
+import json
+from pathlib import Path
+
+from gpt2cli.errors import CheckpointError, ModelNotFoundError
+
+ENDOFTEXT = "<|endoftext|>"
+# GPT-2's pre-tokenizer split pattern (tiktoken's r50k/gpt2 pattern).
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+
+
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's map from the printable stand-in characters of vocab.json/merges.txt back to bytes."""
+    printable = [b for b in range(256) if chr(b).isprintable() and chr(b) != " "]
+    table = {chr(b): b for b in printable}
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            table[chr(256 + n)] = b
+            n += 1
+    return table
+
+
+def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
+    """Mergeable ranks (token bytes -> id) and the <|endoftext|> id from a folder's BPE files.
+
+    Does what tiktoken.load.data_gym_to_mergeable_bpe_ranks does, reading local files directly
+    (that function caches copies in a temp folder) and failing with a message instead of an assert.
+    """
+    folder = Path(folder)
+    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    for path in (vocab_path, merges_path):
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"{path}: tokenizer file is missing; a GPT-2 model folder needs vocab.json and merges.txt"
+            )
+    try:
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        merge_lines = merges_path.read_text(encoding="utf-8").split("\n")
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CheckpointError(f"{vocab_path.parent}: cannot read the tokenizer files ({e}); re-download the model") from None
+    if not isinstance(vocab, dict):
+        raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; re-download the model")
+    decoder = _byte_decoder()
+    # str.translate + latin-1 turns a stand-in string into its bytes at C speed (this runs per start).
+    table = str.maketrans({ch: chr(b) for ch, b in decoder.items()})
+
+    def to_bytes(token: str, path: Path) -> bytes:
+        try:
+            return token.translate(table).encode("latin-1")
+        except UnicodeEncodeError:
+            raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet") from None
+
+    ranks = {bytes([b]): i for i, b in enumerate(decoder.values())}
+    for line in merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines:
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise CheckpointError(f"{merges_path}: malformed merge line {line!r}; re-download the model")
+        ranks[to_bytes(parts[0], merges_path) + to_bytes(parts[1], merges_path)] = len(ranks)
+    eot = vocab.get(ENDOFTEXT)
+    if not isinstance(eot, int):
+        raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token; it is not a GPT-2 vocabulary")
+    for token, i in vocab.items():
+        if token in (ENDOFTEXT, "<|startoftext|>"):
+            continue
+        if ranks.get(to_bytes(token, vocab_path)) != i:
+            raise CheckpointError(
+                f"{vocab_path}: token {token!r} has id {i} but merges.txt ranks it "
+                f"{ranks.get(to_bytes(token, vocab_path))}; the two files do not belong together"
+            )
+    if len(vocab) - 1 != len(ranks) and len(vocab) - 2 != len(ranks):
+        raise CheckpointError(f"{vocab_path}: {len(vocab)} tokens but merges.txt builds {len(ranks)}; re-download the model")
+    return ranks, eot
+
+
+class Tokenizer:
+    """Text <-> GPT-2 token ids, via tiktoken."""
+
+    def __init__(self, ranks: dict[bytes, int], eot: int, name: str = "gpt2"):
+        import tiktoken
+
+        self.eot = eot
+        self.encoding = tiktoken.Encoding(
+            name=name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens={ENDOFTEXT: eot}
+        )
+        self.n_vocab = self.encoding.n_vocab
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "Tokenizer":
+        ranks, eot = read_bpe_files(folder)
+        return cls(ranks, eot, name=f"gpt2:{Path(folder).name}")
+
+    def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
+        """Ids of text; <|endoftext|> in it is plain text unless allow_special makes it the special token."""
+        if allow_special:
+            return self.encoding.encode(text, allowed_special={ENDOFTEXT})
+        return self.encoding.encode_ordinary(text)
+
+    def token_bytes(self, token: int) -> bytes:
+        """The bytes of one token (empty for ids beyond the vocabulary, which a model may still emit)."""
+        try:
+            return self.encoding.decode_single_token_bytes(token)
+        except KeyError:
+            return b""
+
+    def decode_bytes(self, tokens: list[int]) -> bytes:
+        return b"".join(self.token_bytes(t) for t in tokens)
+
+    def decode(self, tokens: list[int]) -> str:
+        return self.decode_bytes(tokens).decode("utf-8", errors="replace")
+
+
+class Detokenizer:
+    """Turns a stream of token ids into text, holding back the bytes of an unfinished character.
+
+    Feeding every token then calling flush() yields exactly tokenizer.decode(all tokens).
+    """
+
+    def __init__(self, tokenizer: Tokenizer):
+        self.tokenizer = tokenizer
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, token: int) -> str:
+        return self._decoder.decode(self.tokenizer.token_bytes(token))
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
