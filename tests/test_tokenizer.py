@@ -1,0 +1,114 @@
+"""Tokenizer: ids identical to transformers' GPT-2 tokenizer; streaming never breaks a character."""
+
+from __future__ import annotations
+
+import pytest
+
+import modelfactory
+from gpt2cli.errors import CheckpointError, ModelNotFoundError
+from gpt2cli.tokenizer import ENDOFTEXT, Detokenizer, Tokenizer
+
+CORPUS = [
+    "Hello world",
+    "The meaning of life is",
+    "  leading spaces, trailing spaces   ",
+    "multiple   spaces\n\n\ttabs\r\nand CRLF\n",
+    "I'm sure they'll say we've done what you'd do, can't they? It's O'Neil's.",
+    "日本語のテキストと中文文本와 한국어",
+    "emoji 🎉🔥 family 👨‍👩‍👧 flags 🇫🇷 skin 👍🏽",
+    "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)  # comment\n",
+    "ünïcödé Ελληνικά русский עברית العربية",
+    "numbers 1234567 3.14159 -42 1e-10 0xFF",
+    "URLs https://example.com/a?b=c&d=e#f and emails a.b@c.de",
+    "    \n\n\n    ",
+    "Ａｌｌ　ｆｕｌｌｗｉｄｔｈ　and zero\u200bwidth and combining e\u0301",
+    '{"json": [1, 2, {"x": null}], "s": "\\u00e9"}',
+]
+
+
+@pytest.fixture(scope="module")
+def real(real_tokenizer_dir):
+    return Tokenizer.from_folder(real_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(real_tokenizer_dir):
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed")
+    return transformers.GPT2Tokenizer.from_pretrained(str(real_tokenizer_dir))
+
+
+@pytest.mark.parametrize("text", CORPUS)
+def test_ids_match_transformers_gpt2_tokenizer(real, reference, text):
+    ids = real.encode(text)
+    assert ids == reference.encode(text)
+    assert real.decode(ids) == text
+
+
+def test_known_ids_of_the_real_vocabulary(real):
+    assert real.encode("Hello world") == [15496, 995]
+    assert real.eot == 50256
+    assert real.n_vocab == 50257
+
+
+def test_endoftext_in_user_text_is_plain_text_unless_allowed(real, reference):
+    text = "a<|endoftext|>b"
+    plain = real.encode(text)
+    assert 50256 not in plain
+    assert real.decode(plain) == text
+    special = real.encode(text, allow_special=True)
+    assert special == [64, 50256, 65]
+    assert special == reference.encode(text)
+
+
+def test_tiny_bpe_round_trips_bytes(tmp_path):
+    modelfactory.write_tiny_tokenizer(tmp_path)
+    tok = Tokenizer.from_folder(tmp_path)
+    text = "the world and on it 🎉"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert len(ids) < len(text.encode())  # merges applied
+    assert tok.encode(ENDOFTEXT, allow_special=True) == [tok.eot]
+
+
+def test_streaming_split_multibyte_characters_prints_exactly_the_full_decode(real):
+    text = "日本語 🎉🔥👨‍👩‍👧 é"
+    ids = real.encode(text)
+    # GPT-2 splits these characters over several tokens: at least one token is not valid UTF-8 alone.
+    assert any(_invalid_alone(real.token_bytes(i)) for i in ids)
+    detok = Detokenizer(real)
+    pieces = [detok.feed(i) for i in ids] + [detok.flush()]
+    assert "".join(pieces) == text
+    assert all("\ufffd" not in p for p in pieces)
+
+
+def test_streaming_bytes_that_never_complete_match_the_full_decode(tmp_path):
+    modelfactory.write_tiny_tokenizer(tmp_path)
+    tok = Tokenizer.from_folder(tmp_path)
+    ids = tok.encode("é🎉x")
+    broken = [ids[0], ids[2], ids[1], ids[5], ids[3]]  # shuffled bytes: some sequences stay incomplete
+    detok = Detokenizer(tok)
+    assert "".join(detok.feed(i) for i in broken) + detok.flush() == tok.decode(broken)
+
+
+def _invalid_alone(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+        return False
+    except UnicodeDecodeError:
+        return True
+
+
+def test_missing_tokenizer_file_names_the_file(tmp_path):
+    modelfactory.write_tiny_tokenizer(tmp_path)
+    (tmp_path / "merges.txt").unlink()
+    with pytest.raises(ModelNotFoundError, match="merges.txt"):
+        Tokenizer.from_folder(tmp_path)
+
+
+def test_vocab_and_merges_that_disagree_are_refused(tmp_path):
+    modelfactory.write_tiny_tokenizer(tmp_path)
+    lines = (tmp_path / "merges.txt").read_text().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    (tmp_path / "merges.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CheckpointError, match="do not belong together"):
+        Tokenizer.from_folder(tmp_path)
