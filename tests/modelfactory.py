@@ -7,13 +7,17 @@ byte-level BPE in GPT-2's vocab.json/merges.txt format, or a copy of the real to
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 from safetensors.numpy import save_file
 
-SHARED_TOKENIZER = Path(__file__).resolve().parents[2] / "shared" / "gpt2-tokenizer"
+# The real GPT-2 BPE files live beside the project in ../shared (never committed here).
+SHARED_TOKENIZER = Path(
+    os.environ.get("GPT2CLI_TOKENIZER_DIR") or Path(__file__).resolve().parents[2] / "shared" / "gpt2-tokenizer"
+)
 
 # A few merges so that common English pieces become multi-byte tokens (as in GPT-2: Ġ is a space).
 TINY_MERGES = [
