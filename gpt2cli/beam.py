@@ -92,6 +92,8 @@ def beam_search(
     eos_token_id defaults to the model's. early_stopping: True stops once `num_beams` hypotheses are
     finished; False also stops once the best running beam, scored at its current length, cannot beat
     the worst finished one; "never" judges that at max_new_tokens when length_penalty > 0.
+    num_beams=1 is greedy decoding, as generate() does it. Raises UsageError for bad options and for
+    prompt + max_new_tokens beyond the context (beam search does not slide).
     """
     num_return = num_beams if num_return is None else num_return
     validate_options(
@@ -105,6 +107,10 @@ def beam_search(
         raise UsageError(f"--length-penalty must be a finite number, got {length_penalty!r}")
     if len(prompt_ids) == 0:
         raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
+    if num_beams == 1:
+        # transformers' generate() runs greedy search for num_beams=1: the first finished
+        # hypothesis ends it, whatever early_stopping says.
+        early_stopping = True
     cfg = model.config
     eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
     n_prompt = len(prompt_ids)

@@ -4,7 +4,10 @@ stderr for notes. Knows TTY from pipe; knows nothing of models."""
 from __future__ import annotations
 
 import json
+import re
 import sys
+import unicodedata
+from dataclasses import dataclass
 from typing import IO
 
 
@@ -17,6 +20,8 @@ class Writer:
     """Results on stdout. Each write is flushed so tokens appear as they are made."""
 
     def __init__(self, stream: IO[bytes] | None = None, is_tty: bool | None = None):
+        if stream is None and sys.stdout is None:  # started with stdout closed (`>&-`): no reader at all
+            raise OutputClosed()
         self.stream = stream if stream is not None else sys.stdout.buffer
         self.is_tty = sys.stdout.isatty() if is_tty is None else is_tty
         self.wrote = False  # anything at all reached stdout
@@ -26,13 +31,24 @@ class Writer:
         if not text:
             return
         try:
-            self.stream.write(text.encode("utf-8", errors="replace"))
+            self._write_all(text.encode("utf-8", errors="replace"))
             if flush:
                 self.stream.flush()
         except BrokenPipeError:
             raise OutputClosed() from None
         self.wrote = True
         self.at_line_start = text.endswith("\n")
+
+    def _write_all(self, data: bytes) -> None:
+        # A write larger than the pipe's free space returns a short count when the reader goes away
+        # mid-write, without an error; only the next write raises EPIPE. One write() would drop the
+        # rest silently and exit 0 under `| head`.
+        view = memoryview(data)
+        while view:
+            n = self.stream.write(view)
+            if not n:  # None: a stream that does not count (it took everything)
+                break
+            view = view[n:]
 
     def json_line(self, obj: dict) -> None:
         self.write(json.dumps(obj, ensure_ascii=False) + "\n")
@@ -51,8 +67,11 @@ class Writer:
 
 def note(message: str) -> None:
     """A one-line diagnostic on stderr (never stdout)."""
-    sys.stderr.write(f"gpt2cli: {message}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"gpt2cli: {message}\n")
+        sys.stderr.flush()
+    except (AttributeError, OSError, ValueError):  # stderr closed (`2>&-`) or its reader gone: go on without notes
+        pass
 
 
 def stderr_is_tty() -> bool:
@@ -60,3 +79,112 @@ def stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+# --- the beam command's comparison table (pure: text in, text out) ---
+
+
+@dataclass(frozen=True)
+class DecodingRow:
+    """One line of the beam table: a decoding's label, its numbers and its text."""
+
+    label: str  # "greedy", "beam 1", "sample"
+    score: float  # logprob / n_tokens ** length_penalty
+    avg_logprob: float  # logprob / n_tokens
+    finish_reason: str  # "eos" or "length"
+    text: str
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns text takes (wide East Asian characters count two, combining marks none)."""
+    return sum(_char_width(ch) for ch in text)
+
+
+def terminal_safe(text: str) -> str:
+    """Text that cannot move the cursor or restyle the terminal: tabs become spaces, other controls
+    (escape sequences, carriage returns) are shown as \\xNN. Newlines stay."""
+    out = []
+    for ch in text:
+        if ch == "\t":
+            out.append("    ")
+        elif ch != "\n" and unicodedata.category(ch) == "Cc":
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def wrap_text(text: str, width: int) -> list[str]:
+    """Lines of at most `width` display columns: breaks at spaces, splits longer words, keeps newlines."""
+    width = max(width, 1)
+    lines: list[str] = []
+    for paragraph in terminal_safe(text).split("\n"):
+        line, used = "", 0
+        for piece in re.findall(r"\s+|\S+", paragraph):
+            w = display_width(piece)
+            if piece.isspace():
+                if line and used + w <= width:
+                    line, used = line + piece, used + w
+                continue  # spaces at a line break are dropped
+            if used + w > width and line:
+                lines.append(line.rstrip())
+                line, used = "", 0
+            # A word wider than the column is split between characters, never inside a \xNN escape.
+            for unit in re.findall(r"\\x[0-9a-f]{2}|.", piece):
+                uw = display_width(unit)
+                if used + uw > width and line:
+                    lines.append(line)
+                    line, used = "", 0
+                line, used = line + unit, used + uw
+        lines.append(line.rstrip())
+    return lines
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    gap = " " * max(0, width - display_width(text))
+    return gap + text if right else text + gap
+
+
+def render_beam_table(prompt: str, prompt_tokens: int, rows: list[DecodingRow], width: int) -> str:
+    """The prompt once, then one row per decoding with its text wrapped to fit `width` columns.
+
+    Where the number columns leave the text fewer than 20 columns, each text goes under its row instead.
+    """
+    headers = ("decoding", "score", "avg lp", "end")
+    cells = [(r.label, f"{r.score:.3f}", f"{r.avg_logprob:.3f}", r.finish_reason) for r in rows]
+    widths = [max([display_width(h)] + [display_width(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    indent = sum(widths) + 2 * len(widths)  # each column is followed by two spaces
+    beside = width - indent >= 20
+    text_indent = indent if beside else 4
+    text_width = max(width - text_indent, 1)
+
+    label = f"prompt ({prompt_tokens} token{'s' if prompt_tokens != 1 else ''}): "
+    shown = prompt or "(empty: generation starts from <|endoftext|>)"
+    if display_width(label) + 20 <= width:
+        prompt_lines = wrap_text(shown, width - len(label))
+        out = [label + prompt_lines[0]] + [(" " * len(label) + line).rstrip() for line in prompt_lines[1:]]
+    else:
+        out = [label.rstrip()] + [("    " + line).rstrip() for line in wrap_text(shown, width - 4)]
+    out.append("")
+
+    def fields(values: tuple[str, ...]) -> str:
+        return "  ".join(_pad(v, w, right=i in (1, 2)) for i, (v, w) in enumerate(zip(values, widths)))
+
+    rule = "-" * min(text_width, 40)
+    out.append(fields(headers) + "  text" if beside else fields(headers).rstrip())
+    out.append(fields(tuple("-" * w for w in widths)) + ("  " + rule if beside else ""))
+    for r, c in zip(rows, cells):
+        text_lines = wrap_text(r.text, text_width)
+        if beside:
+            out.append((fields(c) + "  " + text_lines[0]).rstrip())
+            text_lines = text_lines[1:]
+        else:
+            out.append(fields(c).rstrip())
+        out.extend((" " * text_indent + line).rstrip() for line in text_lines)
+    return "\n".join(out) + "\n"

@@ -1,0 +1,394 @@
+"""Beam search against transformers' generate(num_beams=...) on the very same random checkpoints."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import modelfactory
+from gpt2cli.beam import Hypothesis, beam_search
+from gpt2cli.checkpoint import load_model
+from gpt2cli.errors import UsageError
+from gpt2cli.output import DecodingRow, display_width, render_beam_table, wrap_text
+from reference import load_reference
+
+MAX_NEW = 12
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    """name -> model folder: a plain random model and one that likes <|endoftext|>."""
+    root = tmp_path_factory.mktemp("beam")
+    return {
+        name: modelfactory.write_model(root / name, seed=3, eos_bias=eos_bias)
+        for name, eos_bias in (("plain", 0.0), ("eos-biased", 4.0))
+    }
+
+
+@pytest.fixture(scope="module")
+def models(folders):
+    """name -> (our model, transformers' model), both loaded from the same folder."""
+    return {name: (load_model(folder), load_reference(folder)) for name, folder in folders.items()}
+
+
+def prompt_for(model, seed: int, length: int = 5) -> list[int]:
+    return np.random.default_rng(seed).integers(0, model.config.eos_token_id, length).tolist()
+
+
+def reference_beams(ref, prompt, *, num_beams, num_return, max_new_tokens, length_penalty, early_stopping, ngram):
+    """transformers' hypotheses as (generated tokens up to and with the first eos, sequences_scores or None)."""
+    import torch
+
+    eos = ref.config.eos_token_id
+    kwargs = {}
+    if num_beams > 1:  # generate() runs greedy search for one beam and warns that these flags are unused
+        kwargs = dict(length_penalty=length_penalty, early_stopping=early_stopping)
+    with torch.no_grad():
+        out = ref.generate(
+            torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            num_beams=num_beams,
+            num_return_sequences=num_return,
+            max_new_tokens=max_new_tokens,
+            no_repeat_ngram_size=ngram,
+            do_sample=False,
+            output_scores=True,
+            return_dict_in_generate=True,
+            pad_token_id=eos,
+            eos_token_id=eos,
+            **kwargs,
+        )
+    tokens = []
+    for row in out.sequences[:, len(prompt) :].tolist():
+        # Finished hypotheses are padded with pad_token_id (= eos here): keep up to the first eos.
+        tokens.append(row[: row.index(eos) + 1] if eos in row else row)
+    scores = getattr(out, "sequences_scores", None)  # greedy output has none
+    return tokens, None if scores is None else scores.tolist()
+
+
+@pytest.mark.parametrize(
+    "num_beams,length_penalty,early_stopping,ngram",
+    list(itertools.product([1, 2, 3, 4, 5, 6], [0.0, 1.0, 2.0], [True, False, "never"], [0, 3])),
+)
+@pytest.mark.parametrize("model_name", ["plain", "eos-biased"])
+def test_beams_and_scores_match_transformers(models, model_name, num_beams, length_penalty, early_stopping, ngram):
+    ours, ref = models[model_name]
+    prompt = prompt_for(ours, seed=num_beams * 7 + ngram)
+    opts = dict(max_new_tokens=MAX_NEW, length_penalty=length_penalty, early_stopping=early_stopping)
+    hyps = beam_search(ours, prompt, num_beams=num_beams, no_repeat_ngram_size=ngram, num_return=num_beams, **opts)
+    tokens, scores = reference_beams(
+        ref, prompt, num_beams=num_beams, num_return=num_beams, ngram=ngram, **opts
+    )
+    assert [h.tokens for h in hyps] == tokens
+    if scores is not None:
+        np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
+
+
+def test_eos_biased_model_finishes_hypotheses_early_like_transformers(models):
+    # Guards the parity test against being vacuous: hypotheses must end on <|endoftext|> before the limit.
+    ours, ref = models["eos-biased"]
+    eos = ours.config.eos_token_id
+    reasons = []
+    for seed in range(4):
+        prompt = prompt_for(ours, seed=100 + seed)
+        hyps = beam_search(ours, prompt, num_beams=4, max_new_tokens=MAX_NEW, early_stopping="never")
+        tokens, scores = reference_beams(
+            ref, prompt, num_beams=4, num_return=4, max_new_tokens=MAX_NEW, length_penalty=1.0,
+            early_stopping="never", ngram=0,
+        )
+        assert [h.tokens for h in hyps] == tokens
+        np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
+        for h in hyps:
+            assert (h.finish_reason == "eos") == (h.tokens[-1] == eos)
+            assert h.finish_reason == "eos" or len(h.tokens) == MAX_NEW
+            assert eos not in h.tokens[:-1]
+        reasons += [(h.finish_reason, len(h.tokens)) for h in hyps]
+    assert any(reason == "eos" and n < MAX_NEW for reason, n in reasons)
+    assert any(reason == "length" for reason, _ in reasons)
+
+
+def test_long_generation_follows_parents_through_the_cache(models):
+    # 40 steps of reordering: a wrong cache row would change the beams long before the end.
+    ours, ref = models["plain"]
+    prompt = prompt_for(ours, seed=11, length=9)
+    opts = dict(max_new_tokens=40, length_penalty=1.0, early_stopping="never")
+    hyps = beam_search(ours, prompt, num_beams=4, no_repeat_ngram_size=2, num_return=4, **opts)
+    tokens, scores = reference_beams(ref, prompt, num_beams=4, num_return=4, ngram=2, **opts)
+    assert [h.tokens for h in hyps] == tokens
+    np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("num_return", [1, 2, 3])
+def test_num_return_gives_the_best_hypotheses_first(models, num_return):
+    ours, ref = models["eos-biased"]
+    prompt = prompt_for(ours, seed=5)
+    opts = dict(max_new_tokens=MAX_NEW, length_penalty=1.0, early_stopping=False)
+    every = beam_search(ours, prompt, num_beams=3, **opts)
+    hyps = beam_search(ours, prompt, num_beams=3, num_return=num_return, **opts)
+    assert hyps == every[:num_return]
+    assert [h.score for h in every] == sorted((h.score for h in every), reverse=True)
+    tokens, scores = reference_beams(ref, prompt, num_beams=3, num_return=num_return, ngram=0, **opts)
+    assert [h.tokens for h in hyps] == tokens
+    np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
+
+
+def greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
+    """Plain argmax decoding, stopping after <|endoftext|>."""
+    cache = model.new_cache(1)
+    logits = model.forward(np.array([prompt]), cache)
+    out = []
+    for _ in range(max_new_tokens):
+        token = int(np.argmax(logits[0]))
+        out.append(token)
+        if token == model.config.eos_token_id:
+            break
+        logits = model.forward(np.array([[token]]), cache)
+    return out
+
+
+@pytest.mark.parametrize("early_stopping,length_penalty", [(False, 1.0), (True, 0.0), ("never", 2.0)])
+@pytest.mark.parametrize("model_name", ["plain", "eos-biased"])
+def test_one_beam_is_greedy_decoding(models, model_name, early_stopping, length_penalty):
+    ours, _ = models[model_name]
+    for seed in range(3):
+        prompt = prompt_for(ours, seed=seed)
+        [hyp] = beam_search(
+            ours, prompt, num_beams=1, max_new_tokens=20, early_stopping=early_stopping, length_penalty=length_penalty
+        )
+        assert hyp.tokens == greedy(ours, prompt, 20)
+
+
+def test_score_is_logprob_over_generated_length_to_the_penalty(models):
+    ours, _ = models["eos-biased"]
+    for lp in (0.0, 0.5, 2.0):
+        for h in beam_search(ours, prompt_for(ours, 9), num_beams=4, max_new_tokens=MAX_NEW, length_penalty=lp):
+            assert h.score == pytest.approx(h.logprob / len(h.tokens) ** lp, rel=1e-6)
+            assert h.logprob < 0
+
+
+class RecordingModel:
+    """Wraps a model; records every forward batch shape and every cache reorder."""
+
+    def __init__(self, model):
+        self.model, self.config = model, model.config
+        self.forwards: list[tuple[int, int]] = []
+        self.reorders: list[list[int]] = []
+        self.caches: list = []
+
+    def new_cache(self, batch=1, capacity=None):
+        cache = self.model.new_cache(batch, capacity)
+        self.caches.append(cache)
+        return cache
+
+    def forward(self, tokens, cache, **kw):
+        self.forwards.append(tokens.shape)
+        if cache.batch > 1 and not hasattr(cache, "_recorded"):
+            reorder = cache.reorder
+            cache.reorder = lambda rows: (self.reorders.append(np.asarray(rows).tolist()), reorder(rows))[1]
+            cache._recorded = True
+        return self.model.forward(tokens, cache, **kw)
+
+
+def test_beams_decode_as_one_batch_and_reorder_only_when_parents_move(models):
+    ours, _ = models["plain"]
+    spy = RecordingModel(ours)
+    prompt = prompt_for(ours, seed=2, length=7)
+    hyps = beam_search(spy, prompt, num_beams=4, max_new_tokens=20, early_stopping="never")
+    assert hyps == beam_search(ours, prompt, num_beams=4, max_new_tokens=20, early_stopping="never")
+    assert len(spy.caches) == 1 and spy.caches[0].batch == 1  # prompt prefilled once...
+    assert spy.forwards[0] == (1, 7)
+    assert set(spy.forwards[1:]) == {(4, 1)}  # ...then every step is one batch of all beams
+    assert len(spy.forwards) == 20  # the final step's choices need no forward pass
+    assert spy.reorders, "parents never moved: the test proves nothing"
+    assert all(rows != list(range(4)) for rows in spy.reorders)
+
+
+@pytest.mark.parametrize(
+    "kwargs,option",
+    [
+        (dict(num_beams=0), "--beams"),
+        (dict(num_beams=2.5), "--beams"),
+        (dict(num_beams=2, num_return=3), "--num-return"),
+        (dict(num_return=0), "--num-return"),
+        (dict(max_new_tokens=0), "--max-tokens"),
+        (dict(no_repeat_ngram_size=-1), "--no-repeat-ngram"),
+        (dict(early_stopping="always"), "--early-stopping"),
+        (dict(early_stopping=1), "--early-stopping"),
+        (dict(length_penalty=float("nan")), "--length-penalty"),
+    ],
+)
+def test_bad_options_raise_usage_errors_naming_the_option(models, kwargs, option):
+    ours, _ = models["plain"]
+    args = dict(num_beams=4, max_new_tokens=5) | kwargs
+    with pytest.raises(UsageError, match=option):
+        beam_search(ours, [1, 2, 3], **args)
+
+
+def test_prompt_plus_new_tokens_beyond_the_context_is_a_usage_error(models):
+    ours, _ = models["plain"]
+    n_pos = ours.config.n_positions
+    with pytest.raises(UsageError, match=rf"\(100 tokens\).*\(29\).*129 tokens.*{n_pos}"):
+        beam_search(ours, [1] * 100, num_beams=2, max_new_tokens=29)
+    hyps = beam_search(ours, [1] * 100, num_beams=2, max_new_tokens=28)  # exactly fits
+    assert len(hyps) == 2 and all(len(h.tokens) <= 28 for h in hyps)
+
+
+def test_hypotheses_are_frozen():
+    h = Hypothesis(tokens=[1], score=-1.0, logprob=-1.0, finish_reason="eos")
+    with pytest.raises(AttributeError):
+        h.score = 0.0
+
+
+# --- the `gpt2cli beam` command ---
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "Once upon a time"
+
+
+def cli_env(**extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPT2CLI_")}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("COLUMNS", None)
+    return env | extra
+
+
+def run_cli(*args, stdin: str = "", **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "gpt2cli", "beam", *map(str, args)],
+        input=stdin.encode(), capture_output=True, env=cli_env(**env), cwd=REPO, timeout=60,
+    )
+
+
+def run_in_terminal(*args, **env) -> tuple[str, int]:
+    """Runs the beam command with stdout on a pseudo-terminal; its output ("\\r\\n" -> "\\n") and exit code."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "gpt2cli", "beam", *map(str, args)], cli_env(**env))
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n"), os.waitstatus_to_exitcode(status)
+
+
+def expected_best_text(folder: Path, prompt: str, **kwargs) -> tuple[list[int], str]:
+    from gpt2cli.tokenizer import Tokenizer
+
+    model, tokenizer = load_model(folder), Tokenizer.from_folder(folder)
+    best = beam_search(model, tokenizer.encode(prompt), **kwargs)[0]
+    eos = model.config.eos_token_id
+    return best.tokens, tokenizer.decode([t for t in best.tokens if t != eos])
+
+
+def test_cli_piped_output_is_the_best_beam_text_only(folders):
+    folder = folders["eos-biased"]
+    tokens, text = expected_best_text(folder, PROMPT, num_beams=3, max_new_tokens=15, length_penalty=2.0)
+    result = run_cli("-m", folder, "-b", 3, "-n", 15, "--length-penalty", 2, PROMPT)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode("utf-8") == text
+    from_stdin = run_cli("-m", folder, "-b", 3, "-n", 15, "--length-penalty", 2, stdin=PROMPT + "\n")
+    assert from_stdin.stdout == result.stdout
+
+
+def test_cli_json_has_every_beam_best_first_and_the_comparisons(folders):
+    folder = folders["eos-biased"]
+    result = run_cli("-m", folder, "-b", 4, "-r", 3, "-n", 12, "--early-stopping", "never", "--json", PROMPT)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert len(lines) == 1
+    doc = json.loads(lines[0])
+    assert set(doc) == {"prompt_tokens", "beams", "greedy", "sample"}
+    model = load_model(folder)
+    from gpt2cli.tokenizer import Tokenizer
+
+    prompt_ids = Tokenizer.from_folder(folder).encode(PROMPT)
+    assert doc["prompt_tokens"] == len(prompt_ids)
+    hyps = beam_search(model, prompt_ids, num_beams=4, num_return=3, max_new_tokens=12, early_stopping="never")
+    assert [b["tokens"] for b in doc["beams"]] == [h.tokens for h in hyps]
+    assert [b["score"] for b in doc["beams"]] == pytest.approx([h.score for h in hyps], abs=1e-6)
+    for entry in doc["beams"] + [doc["greedy"], doc["sample"]]:
+        assert set(entry) == {"text", "tokens", "score", "logprob", "finish_reason"}
+        assert isinstance(entry["text"], str) and entry["tokens"]
+        assert entry["finish_reason"] in ("eos", "length")
+        assert entry["score"] == pytest.approx(entry["logprob"] / len(entry["tokens"]), rel=1e-5)
+    assert doc["greedy"]["tokens"] == greedy(model, prompt_ids, 12)
+    again = json.loads(run_cli("-m", folder, "-b", 4, "-n", 12, "--json", "--no-compare", PROMPT).stdout)
+    assert set(again) == {"prompt_tokens", "beams"} and len(again["beams"]) == 4
+
+
+def test_cli_table_on_a_terminal_fits_the_width_with_one_row_per_decoding(folders):
+    folder = folders["plain"]
+    out, code = run_in_terminal("-m", folder, "-b", 3, "-n", 30, PROMPT, COLUMNS="60")
+    assert code == 0, out
+    lines = out.rstrip("\n").split("\n")
+    assert lines[0].startswith("prompt (") and PROMPT in lines[0]
+    assert out.count(PROMPT) == 1
+    assert all(display_width(line) <= 60 for line in lines), out
+    labels = [line.split()[0] + (" " + line.split()[1] if line.startswith("beam") else "") for line in lines
+              if line[:1].isalpha() and not line.startswith(("prompt", "decoding"))]
+    assert labels == ["greedy", "beam 1", "beam 2", "beam 3", "sample"]
+    assert any(line.startswith(" ") and line.strip() for line in lines[3:]), "30 tokens should wrap at 60 columns"
+    narrow, code = run_in_terminal("-m", folder, "-b", 2, "-n", 30, "--width", 40, "--no-compare", PROMPT)
+    assert code == 0 and all(display_width(line) <= 40 for line in narrow.split("\n")), narrow
+    assert "greedy" not in narrow and "beam 2" in narrow
+
+
+@pytest.mark.parametrize(
+    "args,option",
+    [
+        (["-b", "0"], "--beams"),
+        (["-b", "2", "-r", "3"], "--num-return"),
+        (["--early-stopping", "sometimes"], "--early-stopping"),
+        (["--no-repeat-ngram", "-1"], "--no-repeat-ngram"),
+        (["-n", "0"], "--max-tokens"),
+        (["-n", "500"], "--max-tokens"),  # past the context of 128: beam search does not slide
+        (["--width", "5"], "--width"),
+    ],
+)
+def test_cli_bad_values_exit_2_with_one_line(folders, args, option):
+    result = run_cli("-m", folders["plain"], *args, PROMPT)
+    assert result.returncode == 2
+    assert result.stdout == b""
+    message = result.stderr.decode()
+    assert message.count("\n") == 1 and option in message, message
+
+
+def test_render_beam_table_wraps_text_and_neutralises_control_characters():
+    rows = [
+        DecodingRow("greedy", -1.5, -1.5, "length", "one two three four five six seven eight nine ten"),
+        DecodingRow("beam 1", -0.25, -0.5, "eos", "line one\nline two\x1b[31mred\tdone"),
+        DecodingRow("sample", -12.0, -3.0, "eos", "寿司寿司寿司寿司寿司寿司寿司寿司寿司"),
+    ]
+    for width in (60, 44):  # text beside the numbers, then (too narrow for that) under them
+        table = render_beam_table("the prompt", 2, rows, width=width)
+        lines = table.rstrip("\n").split("\n")
+        assert lines[0] == "prompt (2 tokens): the prompt"
+        assert all(display_width(line) <= width for line in lines), table
+        assert all(line == line.rstrip() for line in lines), table
+        assert "\x1b" not in table and "\\x1b[31mred" in table and "\t" not in table
+        assert [line.split()[0] for line in lines if line.startswith(("greedy", "beam", "sample"))] == [
+            "greedy", "beam", "sample",
+        ]
+        assert "-0.250" in table and "-0.500" in table
+        assert " ".join(" ".join(lines).split()).count("one two three four five six seven eight nine ten") == 1
+    assert "<|endoftext|>" in render_beam_table("", 1, rows, width=80).split("\n")[0]
+    assert wrap_text("a " * 10, 5) == ["a a a", "a a a", "a a a", "a"]
+    assert wrap_text("abcdefgh", 3) == ["abc", "def", "gh"]
+    assert wrap_text("x\n\ny", 10) == ["x", "", "y"]
