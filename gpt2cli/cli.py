@@ -117,7 +117,10 @@ def read_prompt(prompt: Optional[str]) -> str:
     parts = []
     stdin_is_tty = sys.stdin is None or sys.stdin.isatty()
     if prompt == "-" or (not stdin_is_tty and sys.stdin is not None):
-        raw = sys.stdin.buffer.read() if sys.stdin is not None else b""
+        try:
+            raw = sys.stdin.buffer.read() if sys.stdin is not None else b""
+        except OSError as e:  # e.g. EIO from a terminal that went away
+            raise UsageError(f"cannot read stdin ({e.strerror or e}); pass the prompt as an argument") from None
         text = _decode_input(raw, "stdin")
         if text.endswith("\r\n"):
             text = text[:-2]
@@ -368,17 +371,229 @@ def tokenize(
 
 
 # --- beam command ---
+EarlyStoppingOpt = Annotated[
+    str,
+    typer.Option(
+        "--early-stopping",
+        help="When beam search ends (transformers' meanings): true = once --beams hypotheses have finished; "
+        "false = also once no running beam can beat the finished ones at its current length; "
+        "never = judge that at --max-tokens when --length-penalty > 0.",
+    ),
+]
+_EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
+
+
+def _hypothesis_json(loaded: Loaded, tokens: list[int], logprob: float, length_penalty: float, finish_reason: str) -> dict:
+    """One decoding in the beam command's JSON shape; the text leaves out a final <|endoftext|>."""
+    eos = loaded.model.config.eos_token_id
+    shown = tokens[:-1] if tokens and tokens[-1] == eos else tokens
+    return {
+        "text": loaded.tokenizer.decode(shown),
+        "tokens": tokens,
+        "score": logprob / len(tokens) ** length_penalty,
+        "logprob": logprob,
+        "finish_reason": finish_reason,
+    }
+
+
+def _decode_one(loaded: Loaded, ids: list[int], sampler, max_tokens: int, length_penalty: float) -> dict:
+    """A single greedy or sampled continuation (ending on <|endoftext|> if it comes), as a beam would be."""
+    from gpt2cli.decoding import generate as decode
+
+    eos = loaded.model.config.eos_token_id
+    tokens, logprobs, reason = [], [], "length"
+    steps = decode(loaded.model, ids, sampler, max_tokens, eos_token_id=eos, logprobs=True, on_overflow="error")
+    try:
+        for step in steps:
+            tokens.append(int(step.tokens[0]))
+            logprobs.append(float(step.logprobs[0]))
+            if tokens[-1] == eos:
+                reason = "eos"
+                break
+    finally:
+        steps.close()
+    return _hypothesis_json(loaded, tokens, math.fsum(logprobs), length_penalty, reason)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  gpt2cli beam -m ./weights/gpt2 \"The meaning of life is\"\n\n"
+    "  gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"\n\n"
+    "  echo \"Hello\" | gpt2cli beam --no-compare > best.txt\n\n"
+    "  gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
+)
+def beam(
+    prompt: PromptArg = None,
+    model: ModelOpt = "gpt2",
+    max_tokens: MaxTokensOpt = 40,
+    beams: Annotated[int, typer.Option("-b", "--beams", help="Beams searched together (1 = greedy).")] = 4,
+    num_return: Annotated[
+        Optional[int], typer.Option("-r", "--num-return", help="Best hypotheses to show, 1 to --beams; default: all of them.")
+    ] = None,
+    length_penalty: Annotated[
+        float,
+        typer.Option("--length-penalty", help="Score = logprob / length ** this; > 0 favours longer hypotheses."),
+    ] = 1.0,
+    early_stopping: EarlyStoppingOpt = "false",
+    no_repeat_ngram: Annotated[
+        int, typer.Option("--no-repeat-ngram", help="No n-gram of this size appears twice (prompt included); 0 = off.")
+    ] = 0,
+    compare: Annotated[
+        bool,
+        typer.Option("--compare/--no-compare", help="Also show greedy decoding and one seeded sample."),
+    ] = True,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = 50,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the comparison sample.")] = 0,
+    width: Annotated[
+        Optional[int], typer.Option("--width", help="Table width in columns; default: the terminal's (or $COLUMNS).")
+    ] = None,
+    json_out: JsonOpt = False,
+    allow_special: AllowSpecialOpt = False,
+    revision: RevisionOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Beam search, step for step as transformers does it. On a terminal: a table of every beam with
+    greedy and a sample beside it; piped: the best beam's text only; --json: everything."""
+    import shutil
+
+    from gpt2cli.beam import beam_search, validate_options
+    from gpt2cli.output import DecodingRow, render_beam_table
+    from gpt2cli.sampling import Sampler, SamplingOptions
+
+    stopping = _EARLY_STOPPING.get(early_stopping.strip().lower())
+    if stopping is None:
+        raise UsageError(f"--early-stopping must be true, false or never, got {early_stopping!r}")
+    num_return = beams if num_return is None else num_return
+    validate_options(
+        num_beams=beams, num_return=num_return, max_new_tokens=max_tokens,
+        no_repeat_ngram_size=no_repeat_ngram, early_stopping=stopping,
+    )  # fmt: skip
+    if not math.isfinite(length_penalty):
+        raise UsageError(f"--length-penalty must be a finite number, got {length_penalty}")
+    if width is not None and width < 20:
+        raise UsageError(f"--width must be at least 20 columns, got {width}")
+    sampler = Sampler(SamplingOptions(temperature, top_k, 1.0), seed)  # validates --temperature, --top-k
+    text = read_prompt(prompt)
+    loaded = load(model, revision, weights_dir, offline)
+    ids = prompt_tokens(loaded, text, allow_special)
+    out = Writer()
+    table = out.is_tty and not json_out
+    hyps = beam_search(
+        loaded.model, ids, num_beams=beams, max_new_tokens=max_tokens, length_penalty=length_penalty,
+        early_stopping=stopping, no_repeat_ngram_size=no_repeat_ngram,
+        eos_token_id=loaded.model.config.eos_token_id, num_return=num_return,
+    )  # fmt: skip
+    found = [_hypothesis_json(loaded, h.tokens, h.logprob, length_penalty, h.finish_reason) for h in hyps]
+    for entry, h in zip(found, hyps):
+        entry["score"] = h.score  # transformers' own float32 value
+    if not (json_out or table):
+        out.write(found[0]["text"])  # piped: only the best beam, ready for the next program
+        out.end()
+        return
+    result = {"prompt_tokens": len(ids), "beams": found}
+    if compare:
+        greedy = Sampler(SamplingOptions(temperature=0.0, top_k=0, top_p=1.0))
+        result["greedy"] = _decode_one(loaded, ids, greedy, max_tokens, length_penalty)
+        result["sample"] = _decode_one(loaded, ids, sampler, max_tokens, length_penalty)
+    if json_out:
+        out.json_line(result)
+    else:
+        labelled = [(f"beam {i + 1}", entry) for i, entry in enumerate(found)]
+        if compare:
+            labelled = [("greedy", result["greedy"])] + labelled + [("sample", result["sample"])]
+        rows = [
+            DecodingRow(label, e["score"], e["logprob"] / len(e["tokens"]), e["finish_reason"], e["text"])
+            for label, e in labelled
+        ]
+        out.write(render_beam_table(text, len(ids), rows, width or shutil.get_terminal_size().columns))
+    out.end()
 
 
 # --- hub commands (download, models) ---
+@app.command(
+    epilog="Examples:\n\n"
+    "  gpt2cli download gpt2\n\n"
+    "  gpt2cli download openai-community/gpt2-medium --revision main\n\n"
+    "  gpt2cli download distilgpt2 --weights-dir ~/models --force\n\n"
+    "  gpt2cli generate -m \"$(gpt2cli download gpt2-large)\" \"Hello\"",
+)
+def download(
+    model: Annotated[
+        str, typer.Argument(help="A name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.")
+    ],
+    revision: RevisionOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if the model is already on disk.")] = False,
+) -> None:
+    """Download a model's config, tokenizer and safetensors weights from the Hub; print its folder."""
+    from gpt2cli import hub
+
+    on_disk = None if force else hub.local_copy(model, revision=revision, weights_dir=weights_dir)
+    folder = hub.download_model(
+        model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty()
+    )
+    if on_disk is not None:
+        note(f"{model} is already downloaded (--force downloads it again)")
+    else:
+        note(f"downloaded {model} ({_human_size(hub.folder_size(folder))})")
+    out = Writer()
+    out.write(f"{folder}\n")
+    out.end()
 
 
-class Terminated(Exception):
-    """SIGTERM, turned into an exception so that the same clean exit path as Ctrl-C runs."""
+@app.command(
+    epilog="Examples:\n\n"
+    "  gpt2cli models\n\n"
+    "  gpt2cli models --weights-dir ~/models\n\n"
+    "  gpt2cli models --json | jq -r 'select(.downloaded) | .folder'",
+)
+def models(weights_dir: WeightsDirOpt = None, json_out: JsonOpt = False) -> None:
+    """List the model names and every downloaded model: downloaded or not, size on disk, folder."""
+    from gpt2cli import hub
+
+    entries = hub.list_models(weights_dir)
+    out = Writer()
+    if json_out:
+        for e in entries:
+            out.json_line({
+                "name": e.name, "repo_id": e.repo_id, "revision": e.revision, "commit": e.commit,
+                "downloaded": e.downloaded, "size_bytes": e.size_bytes, "folder": str(e.folder),
+            })  # fmt: skip
+    else:
+        width = max(len("NAME"), *(len(e.name) for e in entries))
+        rows = [f"{'NAME':<{width}}  {'DOWNLOADED':<10}  {'SIZE':>9}  FOLDER"]
+        for e in entries:
+            size = _human_size(e.size_bytes) if e.size_bytes else "-"
+            rows.append(f"{e.name:<{width}}  {'yes' if e.downloaded else 'no':<10}  {size:>9}  {e.folder}")
+        out.write("\n".join(rows) + "\n")
+    out.end()
 
 
-def _on_sigterm(signum, frame):
-    raise Terminated()
+def _human_size(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as the Hub shows sizes)."""
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+class Terminated(BaseException):
+    """SIGINT or SIGTERM, raised by our handler so that one clean exit path runs for both.
+
+    A BaseException, so no `except Exception` on the way (ours, click's, a library's) swallows it;
+    not a KeyboardInterrupt, which click turns into a bare exit code before main() sees it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signum)
 
 
 def _one_line(message: str) -> str:
@@ -389,62 +604,105 @@ def main(argv: Optional[list[str]] = None) -> int:
     """Entry point: runs the app and maps every known failure to one stderr line and an exit code."""
     exc = _click_exceptions()
     debug = os.environ.get("GPT2CLI_DEBUG") == "1"
-    try:
-        signal.signal(signal.SIGTERM, _on_sigterm)
-    except ValueError:  # not the main thread (tests calling main() in a thread)
-        pass
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:  # a usage error like any other: the help goes to stderr, not stdout
         with contextlib.redirect_stdout(sys.stderr):
             command.main(args=["--help"], prog_name="gpt2cli", standalone_mode=False)
         return 2
-    code = 0
+    previous = _catch_signals()
+    try:
+        code = _run_command(command, args, exc, debug)
+        return _flush_stdout(code)
+    finally:
+        _restore_signals(previous)
+
+
+def _run_command(command, args: list[str], exc, debug: bool) -> int:
+    """Runs the command; every exception becomes one stderr line and an exit code (a traceback too
+    under GPT2CLI_DEBUG=1, for bug reports, with the same exit code)."""
+
+    def fail(message: str, code: int) -> int:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        note(message)
+        return code
+
     try:
         result = command.main(args=args, prog_name="gpt2cli", standalone_mode=False)
-        code = result if isinstance(result, int) else 0
+        return result if isinstance(result, int) else 0
     except exc.UsageError as e:
         where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
-        note(f"error: {_one_line(e.format_message())}{where}")
-        code = 2
+        return fail(f"error: {_one_line(e.format_message())}{where}", 2)
+    except exc.ClickException as e:
+        return fail(f"error: {_one_line(e.format_message())}", e.exit_code)
     except GPT2CLIError as e:
-        if debug:
-            raise
-        note(f"error: {_one_line(e)}")
-        code = e.exit_code
+        return fail(f"error: {_one_line(e)}", e.exit_code)
     except (BrokenPipeError, OutputClosed):
         # The reader went away (`| head`): stop quietly, as `yes | head` does.
         _silence_stdout()
-        code = 141
-    except (KeyboardInterrupt, typer.Abort):
+        return 141
+    except (Terminated, KeyboardInterrupt, typer.Abort) as e:
+        # What was printed stays: the Writer only ever wrote whole characters, and bytes still in
+        # stdout's buffer go out with the final flush. A terminal gets its line ended.
         _end_line_on_terminal()
-        code = 130
-    except Terminated:
-        _end_line_on_terminal()
-        code = 143
+        return getattr(e, "exit_code", 130)
+    except SystemExit as e:
+        # click exits by itself (status 1) when a write it makes (e.g. --help) hits a closed pipe.
+        if isinstance(e.__context__, BrokenPipeError):
+            _silence_stdout()
+            return 141
+        raise
     except MemoryError:
-        if debug:
-            raise
-        note("error: out of memory; try a smaller model, fewer --num-samples or --beams")
-        code = 1
+        return fail("error: out of memory; try a smaller model, fewer --num-samples or --beams", 1)
     except OSError as e:
-        if debug:
-            raise
-        note(f"error: {_one_line(e)}")
-        code = 1
+        return fail(f"error: {_one_line(e)}", 1)
     except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback for users
-        if debug:
-            raise
-        note(f"internal error: {type(e).__name__}: {_one_line(e)}; rerun with GPT2CLI_DEBUG=1 and report the traceback")
-        code = 1
+        return fail(
+            f"internal error: {type(e).__name__}: {_one_line(e)}; rerun with GPT2CLI_DEBUG=1 and report the traceback", 1
+        )
+
+
+def _flush_stdout(code: int) -> int:
+    """Pushes out what stdout still buffers; a reader gone by now still means 141."""
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except BrokenPipeError:
         _silence_stdout()
-        code = code or 141
+        return code or 141
     except (ValueError, OSError):
         pass
+    except Terminated as e:  # a signal while the last bytes drain
+        return code or e.exit_code
     return code
+
+
+def _catch_signals() -> dict:
+    """SIGINT and SIGTERM raise Terminated from here on; returns the handlers to restore.
+
+    A signal the parent set to be ignored (`nohup`, background jobs) stays ignored.
+    """
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old = signal.getsignal(signum)
+            if old is not signal.SIG_IGN:
+                signal.signal(signum, _on_signal)
+                previous[signum] = old
+        except (ValueError, OSError):  # not the main thread (main() called from a thread)
+            pass
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    for signum, handler in previous.items():
+        try:
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        except (ValueError, OSError, TypeError):
+            pass
 
 
 def _click_exceptions():
@@ -467,10 +725,10 @@ def _silence_stdout() -> None:
 
 def _end_line_on_terminal() -> None:
     try:
-        if sys.stdout.isatty():
+        if sys.stdout is not None and sys.stdout.isatty():
             sys.stdout.write("\n")
             sys.stdout.flush()
-    except (OSError, ValueError):
+    except (OSError, ValueError, Terminated):  # Terminated: a second Ctrl-C right after the first
         pass
 
 

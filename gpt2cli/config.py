@@ -10,6 +10,7 @@ from gpt2cli.errors import CheckpointError
 
 # The activations GPT-2 checkpoints name for the tanh approximation of GELU that we implement.
 _SUPPORTED_ACTIVATIONS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+_FIX = "fix config.json or re-download the model"
 
 
 @dataclass(frozen=True)
@@ -36,31 +37,31 @@ class GPT2Config:
         def get_int(key: str, default: int | None = None) -> int:
             value = d.get(key, default)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CheckpointError(f"{source}: '{key}' must be a positive integer, got {value!r}")
+                raise CheckpointError(f"{source}: '{key}' must be a positive integer, got {value!r}; {_FIX}")
             return value
 
         model_type = d.get("model_type", "gpt2")
         if model_type != "gpt2":
             raise CheckpointError(
-                f"{source}: model_type is {model_type!r}; gpt2cli runs GPT-2 architecture models only"
+                f"{source}: model_type is {model_type!r}; gpt2cli runs GPT-2 architecture models only: pass --model a GPT-2 model"
             )
         activation = d.get("activation_function", "gelu_new")
         if activation not in _SUPPORTED_ACTIVATIONS:
             raise CheckpointError(
-                f"{source}: activation_function {activation!r} is not supported (expected gelu_new)"
+                f"{source}: activation_function {activation!r} is not supported (expected gelu_new); {_FIX}"
             )
         n_inner = d.get("n_inner")
         n_embd = get_int("n_embd", 768)
         if n_inner not in (None, 4 * n_embd):
-            raise CheckpointError(f"{source}: n_inner={n_inner} is not supported (must be 4 * n_embd)")
+            raise CheckpointError(f"{source}: n_inner={n_inner} is not supported (must be 4 * n_embd); {_FIX}")
         for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             if d.get(flag):
-                raise CheckpointError(f"{source}: '{flag}' is not supported")
+                raise CheckpointError(f"{source}: '{flag}' is not supported; {_FIX}")
         if d.get("scale_attn_weights", True) is not True:
-            raise CheckpointError(f"{source}: scale_attn_weights=false is not supported")
+            raise CheckpointError(f"{source}: scale_attn_weights=false is not supported; {_FIX}")
         eps = d.get("layer_norm_epsilon", 1e-5)
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps > 0:
-            raise CheckpointError(f"{source}: 'layer_norm_epsilon' must be a positive number, got {eps!r}")
+            raise CheckpointError(f"{source}: 'layer_norm_epsilon' must be a positive number, got {eps!r}; {_FIX}")
         config = cls(
             vocab_size=get_int("vocab_size", 50257),
             n_positions=get_int("n_positions", d.get("n_ctx", 1024)),
@@ -73,7 +74,7 @@ class GPT2Config:
         )
         if config.n_embd % config.n_head:
             raise CheckpointError(
-                f"{source}: n_embd={config.n_embd} is not divisible by n_head={config.n_head}"
+                f"{source}: n_embd={config.n_embd} is not divisible by n_head={config.n_head}; {_FIX}"
             )
         return config
 

@@ -37,7 +37,8 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
     for path in (vocab_path, merges_path):
         if not path.is_file():
             raise ModelNotFoundError(
-                f"{path}: tokenizer file is missing; a GPT-2 model folder needs vocab.json and merges.txt"
+                f"{path}: tokenizer file is missing; a GPT-2 model folder needs vocab.json and merges.txt: "
+                "re-download the model, or pass --model a complete folder"
             )
     try:
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
@@ -54,7 +55,7 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         try:
             return token.translate(table).encode("latin-1")
         except UnicodeEncodeError:
-            raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet") from None
+            raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet; re-download the model") from None
 
     ranks = {bytes([b]): i for i, b in enumerate(decoder.values())}
     for line in merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines:
@@ -66,14 +67,14 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         ranks[to_bytes(parts[0], merges_path) + to_bytes(parts[1], merges_path)] = len(ranks)
     eot = vocab.get(ENDOFTEXT)
     if not isinstance(eot, int):
-        raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token; it is not a GPT-2 vocabulary")
+        raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token, so it is not a GPT-2 vocabulary; re-download the model")
     for token, i in vocab.items():
         if token in (ENDOFTEXT, "<|startoftext|>"):
             continue
         if ranks.get(to_bytes(token, vocab_path)) != i:
             raise CheckpointError(
                 f"{vocab_path}: token {token!r} has id {i} but merges.txt ranks it "
-                f"{ranks.get(to_bytes(token, vocab_path))}; the two files do not belong together"
+                f"{ranks.get(to_bytes(token, vocab_path))}; the two files do not belong together: re-download the model"
             )
     if len(vocab) - 1 != len(ranks) and len(vocab) - 2 != len(ranks):
         raise CheckpointError(f"{vocab_path}: {len(vocab)} tokens but merges.txt builds {len(ranks)}; re-download the model")
