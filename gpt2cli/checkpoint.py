@@ -120,7 +120,8 @@ def _map_tensors(path: Path) -> dict[str, np.ndarray]:
             if _IGNORED.match(name.removeprefix("transformer.")):
                 continue
             raise CheckpointError(
-                f"{path}: tensor {name!r} has dtype {info['dtype']}; GPT-2 weights must be F32, F16 or BF16"
+                f"{path}: tensor {name!r} has dtype {info['dtype']}, but GPT-2 weights must be F32, F16 or BF16; "
+                "re-download the model or re-export it in one of those"
             )
         raw = data[start + begin : start + end]
         array = raw.view(dtype).reshape(info["shape"])
@@ -149,6 +150,13 @@ def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
                 "the config contradicts the weights: re-download the model"
             )
     where = ", ".join(sorted({str(p) for _, p in found.values()})) or str(folder)
+    layers = {int(m.group(1)) for m in (re.match(r"^h\.(\d+)\.", name) for name in found) if m}
+    if layers and max(layers) + 1 < cfg.n_layer:
+        # Whole layers absent: say that the two disagree rather than name one missing tensor.
+        raise CheckpointError(
+            f"{where}: holds {max(layers) + 1} layers but config.json says n_layer={cfg.n_layer}; "
+            "the config contradicts the weights: re-download the model"
+        )
     tensors = {}
     for name, shape in shapes.items():
         if name not in found:

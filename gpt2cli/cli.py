@@ -62,7 +62,7 @@ TopKOpt = Annotated[int, typer.Option("-k", "--top-k", min=0, help="Sample among
 TopPOpt = Annotated[
     float, typer.Option("-p", "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")
 ]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed: the same seed and options give the same text.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed: the same seed and options give the same text.")]
 OverflowOpt = Annotated[
     str,
     typer.Option(
@@ -96,7 +96,7 @@ def load(model: str, revision: Optional[str], weights_dir: Optional[Path], offli
     if tokenizer.n_vocab > engine.config.vocab_size:
         raise CheckpointError(
             f"{folder}: the tokenizer has {tokenizer.n_vocab} tokens but config.json's vocab_size is "
-            f"{engine.config.vocab_size}; the tokenizer files do not belong to these weights"
+            f"{engine.config.vocab_size}; the tokenizer files do not belong to these weights: re-download the model"
         )
     return Loaded(engine, tokenizer, folder)
 
@@ -160,7 +160,8 @@ class Sample:
 
 @app.command(
     epilog="Examples:\n\n"
-    "  gpt2cli generate -m ./weights/gpt2 \"The meaning of life is\"\n\n"
+    "  gpt2cli generate \"The meaning of life is\"\n\n"
+    "  gpt2cli generate -m ./my-finetuned-gpt2 -n 50 \"Hello\"\n\n"
     "  echo \"Once upon\" | gpt2cli generate -n 20 --seed 1\n\n"
     "  gpt2cli generate -t 0 -n 50 \"def fib(n):\" --stop \"\\n\\n\"\n\n"
     "  gpt2cli generate -N 3 --json \"Hello\" | jq .text",
@@ -211,13 +212,13 @@ def generate(
     def separator(i: int) -> str:
         return f"\n\n--- sample {i + 1} of {num_samples} ---\n"
 
-    if echo and not json_out:
-        out.write(text)
     steps = decode(
         loaded.model, ids, sampler, max_tokens,
         num_samples=num_samples, eos_token_id=loaded.model.config.eos_token_id, ignore_eos=ignore_eos,
         logprobs=json_out, on_overflow=on_overflow, warn=note,
     )  # fmt: skip
+    if echo and not json_out:
+        out.write(text)
     try:
         for step in steps:
             first = first or time.perf_counter()
@@ -426,7 +427,7 @@ def beam(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 40,
-    beams: Annotated[int, typer.Option("-b", "--beams", help="Beams searched together (1 = greedy).")] = 4,
+    beams: Annotated[int, typer.Option("-b", "--beams", min=1, max=256, help="Beams searched together (1 = greedy).")] = 4,
     num_return: Annotated[
         Optional[int], typer.Option("-r", "--num-return", help="Best hypotheses to show, 1 to --beams; default: all of them.")
     ] = None,
@@ -444,7 +445,7 @@ def beam(
     ] = True,
     temperature: TemperatureOpt = 1.0,
     top_k: TopKOpt = 50,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the comparison sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the comparison sample.")] = 0,
     width: Annotated[
         Optional[int], typer.Option("--width", help="Table width in columns; default: the terminal's (or $COLUMNS).")
     ] = None,
@@ -612,7 +613,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     previous = _catch_signals()
     try:
-        code = _run_command(command, args, exc, debug)
+        try:
+            code = _run_command(command, args, exc, debug)
+        except Terminated as e:  # the signal came while an error was being reported
+            code = e.exit_code
         return _flush_stdout(code)
     finally:
         _restore_signals(previous)
@@ -675,7 +679,8 @@ def _flush_stdout(code: int) -> int:
         return code or 141
     except (ValueError, OSError):
         pass
-    except Terminated as e:  # a signal while the last bytes drain
+    except Terminated as e:  # a signal while the last bytes drain (a reader that stopped reading)
+        _silence_stdout()  # so the interpreter's own final flush cannot block again
         return code or e.exit_code
     return code
 
@@ -718,9 +723,14 @@ def _silence_stdout() -> None:
     """Points stdout at /dev/null so the interpreter's final flush cannot raise again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError, AttributeError):
         pass
+    finally:
+        os.close(devnull)
 
 
 def _end_line_on_terminal() -> None:
@@ -730,8 +740,3 @@ def _end_line_on_terminal() -> None:
             sys.stdout.flush()
     except (OSError, ValueError, Terminated):  # Terminated: a second Ctrl-C right after the first
         pass
-
-
-def run() -> None:
-    """Console-script entry point."""
-    sys.exit(main())
