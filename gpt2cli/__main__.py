@@ -1,5 +1,3 @@
-import sys
+from gpt2cli.entry import run
 
-from gpt2cli.cli import main
-
-sys.exit(main())
+run()

@@ -103,8 +103,8 @@ def beam_search(
         no_repeat_ngram_size=no_repeat_ngram_size,
         early_stopping=early_stopping,
     )
-    if not np.isfinite(length_penalty):
-        raise UsageError(f"--length-penalty must be a finite number, got {length_penalty!r}")
+    if not (np.isfinite(length_penalty) and abs(length_penalty) <= 100):
+        raise UsageError(f"--length-penalty must be a finite number from -100 to 100, got {length_penalty!r}")
     if len(prompt_ids) == 0:
         raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
     if num_beams == 1:

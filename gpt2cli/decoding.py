@@ -11,7 +11,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from gpt2cli.errors import ContextOverflowError, UsageError
+from gpt2cli.errors import CheckpointError, ContextOverflowError, UsageError
 from gpt2cli.model import GPT2Model
 from gpt2cli.sampling import Sampler, log_softmax
 
@@ -73,6 +73,8 @@ def generate(
 
     The prompt is prefilled once and shared by every row. With on_overflow="slide", a full context
     is re-encoded from the most recent half window of each row, so generation can go on forever.
+    Arguments and the prompt's fit are checked here, before the first step is asked for, so a
+    caller learns of an error before it prints anything.
     """
     if max_new_tokens < 1:
         raise UsageError(f"--max-tokens must be >= 1, got {max_new_tokens}")
@@ -80,8 +82,16 @@ def generate(
         raise UsageError(f"--num-samples must be >= 1, got {num_samples}")
     if not prompt:
         raise UsageError("the prompt is empty; pass text, or let the caller start from <|endoftext|>")
+    notes: list[str] = []
+    prompt = fit_prompt(prompt, model.config.n_positions, max_new_tokens, on_overflow, notes.append)
+    for message in notes:
+        warn(message)
+    stop_on_eos = None if ignore_eos else eos_token_id
+    return _steps(model, prompt, sampler, max_new_tokens, num_samples, stop_on_eos, logprobs, warn, warned=bool(notes))
+
+
+def _steps(model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, warn, warned) -> Iterator[Step]:
     n_ctx = model.config.n_positions
-    prompt = fit_prompt(prompt, n_ctx, max_new_tokens, on_overflow, warn)
     capacity = min(n_ctx, len(prompt) + max_new_tokens)
     one = model.new_cache(1, capacity)
     logits = model.forward(np.asarray([prompt]), one)  # [1, V]
@@ -89,14 +99,15 @@ def generate(
     logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
     history = [np.asarray([prompt] * num_samples)]  # [B, T] chunks, only read when sliding
     eos = np.zeros(num_samples, dtype=bool)
-    stop_on_eos = eos_token_id is not None and not ignore_eos
-    warned = False
+    rows = np.arange(num_samples)
     for i in range(max_new_tokens):
+        if not np.isfinite(logits).all():
+            raise CheckpointError(
+                "the model's logits are NaN or infinite: the weights hold NaN/inf values; re-download the model"
+            )
         tokens = sampler(logits)  # [B]
-        lp = None
-        if logprobs:
-            lp = log_softmax(logits)[np.arange(num_samples), tokens]  # [B]
-        if stop_on_eos:
+        lp = log_softmax(logits)[rows, tokens] if logprobs else None  # [B]
+        if eos_token_id is not None:
             tokens = np.where(eos, eos_token_id, tokens)
             eos = eos | (tokens == eos_token_id)
         yield Step(tokens=tokens, logprobs=lp, eos=eos.copy())

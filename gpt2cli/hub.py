@@ -171,6 +171,8 @@ def weights_root(weights_dir: Path | None = None) -> Path:
 
 def parse_hub_name(name: str, revision: str | None = None) -> HubRef:
     """Alias or owner/name -> HubRef; anything else is a name we cannot find."""
+    if revision is not None and not revision.strip():
+        raise UsageError("--revision must not be empty: give a branch, tag or commit, or leave it out")
     if name in ALIASES:
         return HubRef(name, ALIASES[name], revision)
     if _looks_like_path(name):

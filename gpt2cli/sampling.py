@@ -42,7 +42,12 @@ def candidates(row: np.ndarray, opts: SamplingOptions) -> tuple[np.ndarray, np.n
     row: [V] logits. Returns (ids [n], probs [n]) with probs summing to 1 (by descending probability
     when top-p needed the order).
     """
-    scaled = row / np.float32(opts.temperature)  # [V]
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        scaled = row / np.float32(opts.temperature)  # [V]
+    if not np.isfinite(scaled).all():
+        # A temperature so close to 0 that logits overflow float32: that is greedy (ties shared).
+        top = np.flatnonzero(row == row.max())
+        return top, np.full(len(top), 1.0 / len(top), dtype=np.float32)
     k = opts.top_k
     if 0 < k < scaled.shape[0]:
         # transformers keeps every token whose logit ties the k-th largest.
