@@ -52,6 +52,7 @@ PromptArg = Annotated[
     Optional[str],
     typer.Argument(help="Prompt text; omit it or pass - to read stdin (piped stdin also comes before PROMPT)."),
 ]
+TextArg = Annotated[Optional[str], typer.Argument(help="The text; omit it or pass - to read stdin.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 AllowSpecialOpt = Annotated[
     bool, typer.Option("--allow-special", help="Treat <|endoftext|> in the text as the special token, not as text.")
@@ -81,16 +82,20 @@ class Loaded:
     folder: Path
 
 
+def model_folder(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool) -> Path:
+    """The model's folder on disk, downloading it on first use (progress bars only on a terminal)."""
+    from gpt2cli import hub
+
+    return hub.resolve_model(model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty())
+
+
 def load(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool) -> Loaded:
     """Resolves the model name to a folder (downloading on first use) and loads engine and tokenizer."""
-    from gpt2cli import hub
     from gpt2cli.checkpoint import load_model
     from gpt2cli.errors import CheckpointError
     from gpt2cli.tokenizer import Tokenizer
 
-    folder = hub.resolve_model(
-        model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty()
-    )
+    folder = model_folder(model, revision, weights_dir, offline)
     engine = load_model(folder)
     tokenizer = Tokenizer.from_folder(folder)
     if tokenizer.n_vocab > engine.config.vocab_size:
@@ -290,7 +295,7 @@ def _flush(sample: Sample) -> str:
     "  cat essay.txt | gpt2cli score --json | jq .perplexity",
 )
 def score(
-    text: Annotated[Optional[str], typer.Argument(help="Text to score; omit it or pass - to read stdin.")] = None,
+    text: TextArg = None,
     model: ModelOpt = "gpt2",
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -340,7 +345,7 @@ def score(
     epilog="Examples:\n\n  gpt2cli tokenize \"Hello world\"\n\n  echo 'naïve café' | gpt2cli tokenize --json",
 )
 def tokenize(
-    text: Annotated[Optional[str], typer.Argument(help="Text to tokenize; omit it or pass - to read stdin.")] = None,
+    text: TextArg = None,
     model: ModelOpt = "gpt2",
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -349,12 +354,10 @@ def tokenize(
     offline: OfflineOpt = False,
 ) -> None:
     """Print the token ids of TEXT (space-separated), or with --json each id with its bytes."""
-    from gpt2cli import hub
     from gpt2cli.tokenizer import Tokenizer
 
     body = read_prompt(text)
-    folder = hub.resolve_model(model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty())
-    tokenizer = Tokenizer.from_folder(folder)
+    tokenizer = Tokenizer.from_folder(model_folder(model, revision, weights_dir, offline))
     ids = tokenizer.encode(body, allow_special=allow_special)
     out = Writer()
     if json_out:
