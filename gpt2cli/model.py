@@ -1,6 +1,9 @@
 """The NumPy GPT-2 engine: read-only Weights, a preallocated KVCache, and GPT2Model.forward().
 
 Everything is float32 and batched ([B, T, ...]); nothing here prints or touches files.
+Decoding is bound by reading every weight once per token, so the engine's job is to add as little
+as possible to those matrix-vector products; the choices below were made by measurement
+(benchmarks/README.md has the figures).
 """
 
 from __future__ import annotations
@@ -12,9 +15,26 @@ import numpy as np
 from gpt2cli.config import GPT2Config
 
 F32 = np.float32
-# sqrt(2 / pi) for gelu_new, kept as float32 so that no float64 scalar upcasts an activation (NEP 50).
+# gelu_new's constants, folded (sqrt(2/pi) and sqrt(2/pi) * 0.044715), as float32 so that no
+# float64 scalar upcasts an activation (NEP 50).
 _GELU_C = F32(0.7978845608028654)
-_GELU_A = F32(0.044715)
+_GELU_AC = F32(0.7978845608028654 * 0.044715)
+
+# Elementwise passes over a long prompt's activations run on row slices of about this many floats,
+# so that a slice and its scratch stay in L2 between passes (GELU on 512 rows: 1.8 ms, not 3.3 ms).
+_SLICE_FLOATS = 96 * 1024
+# OpenBLAS's sgemm packs the whole weight matrix on every call, so a product with a handful of rows
+# (beams, -N samples) costs about three single-row products. Up to this many rows, each row gets its
+# own gemv over ~2 MiB row blocks of the weight instead, so rows 2.. find the block in L2 cache
+# (GPT-2 small, 4 rows: a forward step takes 41 ms instead of 59). The crossovers were measured: gemm
+# wins from 9 rows on for the blocks' weights, from 13 on for the LM head.
+_FEW_ROWS = 8
+_FEW_ROWS_LM_HEAD = 12
+# ~2 MiB: small enough for L2, big enough that OpenBLAS still runs each gemv on all its threads.
+_BLOCK_FLOATS = 512 * 1024
+# A prompt's causal attention runs in tiles of this many queries, each against only the keys it can
+# see, which skips nearly half of the score matrix.
+_QUERY_TILE = 128
 
 
 @dataclass(frozen=True)
@@ -80,16 +100,42 @@ class KVCache:
     def reorder(self, rows: np.ndarray) -> None:
         """Row b becomes the old row rows[b] (beam search following the chosen parents), in place."""
         n = self.length
-        self.k[:, :, :, :n] = self.k[:, rows, :, :n]
-        self.v[:, :, :, :n] = self.v[:, rows, :, :n]
+        # Copies row by row, each straight from its parent: a row is overwritten only once no other row
+        # still needs its old contents, and a cycle (rows swapping parents) parks one row in a copy.
+        # Rows that keep their own parent are not touched. Half the memory traffic of a gather.
+        parent_of = {row: int(p) for row, p in enumerate(np.asarray(rows).tolist()) if p != row}
+        parked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        while parent_of:
+            still_read = set(parent_of.values())
+            ready = [row for row in parent_of if row not in still_read] or [next(iter(parent_of))]
+            for row in ready:
+                if row in still_read:  # only cycles are left: keep this row's old contents first
+                    parked[row] = (self.k[:, row, :, :n].copy(), self.v[:, row, :, :n].copy())
+                p = parent_of.pop(row)
+                k, v = parked[p] if p in parked else (self.k[:, p, :, :n], self.v[:, p, :, :n])
+                self.k[:, row, :, :n] = k
+                self.v[:, row, :, :n] = v
+
+
+def _row_slices(n_rows: int, row_len: int, floats: int) -> list[slice]:
+    step = max(1, floats // max(row_len, 1))
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    # [..., n_embd] -> [..., n_embd]
-    mean = x.mean(axis=-1, keepdims=True)  # [..., 1]
+    # [..., n_embd] -> [..., n_embd] (a new array)
+    n = x.shape[-1]
+    if x.size == n:  # one row (decoding): scalar statistics, 6 array operations in all
+        centered = x - F32(np.add.reduce(x, axis=None) / F32(n))  # [..., n_embd]
+        var = np.dot(centered.ravel(), centered.ravel()) / F32(n)  # float32 scalar
+        centered *= weight * (F32(1.0) / np.sqrt(var + F32(eps)))
+        centered += bias
+        return centered
+    mean = np.add.reduce(x, axis=-1, keepdims=True)  # [..., 1]
+    mean *= F32(1.0 / n)
     centered = x - mean  # [..., n_embd]
     var = np.einsum("...i,...i->...", centered, centered)[..., None]  # [..., 1]
-    var *= F32(1.0 / x.shape[-1])
+    var *= F32(1.0 / n)
     var += F32(eps)
     np.sqrt(var, out=var)
     centered /= var
@@ -98,25 +144,60 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
     return centered
 
 
-def gelu_new(x: np.ndarray) -> np.ndarray:
-    """GPT-2's tanh GELU, in place on x (a fresh activation buffer): [..., n] -> [..., n]."""
-    t = x * x  # [..., n]
-    t *= _GELU_A
-    t += F32(1.0)
-    t *= x
-    t *= _GELU_C
-    np.tanh(t, out=t)
-    t += F32(1.0)
-    x *= F32(0.5)
-    x *= t
+def gelu_new(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """GPT-2's tanh GELU of x (+ bias), in place on x (a fresh activation buffer): [..., n] -> [..., n]."""
+    rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)  # [N, n] view
+    scratch = np.empty((min(len(rows), max(1, _SLICE_FLOATS // rows.shape[1])), rows.shape[1]), F32)
+    for part in _row_slices(len(rows), rows.shape[1], _SLICE_FLOATS):
+        xs = rows[part]  # [r, n]
+        t = scratch[: len(xs)]  # [r, n]
+        if bias is not None:  # c_fc's bias, added here while the slice is in cache
+            xs += bias
+        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), as x * (0.5 + 0.5 tanh(x (c + ac x^2)))
+        np.multiply(xs, xs, out=t)
+        t *= _GELU_AC
+        t += _GELU_C
+        t *= xs
+        np.tanh(t, out=t)
+        t *= F32(0.5)
+        t += F32(0.5)
+        xs *= t
     return x
 
 
+def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    # [N, n_in] @ [n_in, n_out] -> [N, n_out] (a new array), by the fastest route for N rows
+    out = np.empty((x.shape[0], weight.shape[1]), F32)
+    if x.shape[0] == 1:
+        np.dot(x[0], weight, out=out[0])
+    elif x.shape[0] <= _FEW_ROWS:
+        _few_rows_matmul(x, weight, out)
+    else:
+        np.dot(x, weight, out=out)
+    return out
+
+
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    # [..., n_in] @ [n_in, n_out] + [n_out] -> [..., n_out]
-    out = x @ weight
+    # [N, n_in] @ [n_in, n_out] + [n_out] -> [N, n_out] (a new array)
+    out = matmul(x, weight)
     out += bias
     return out
+
+
+def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = x[i] @ weight, one gemv per row and ~2 MiB block of weight rows, summed over blocks."""
+    # x [N, n_in], weight [n_in, n_out] -> out [N, n_out]
+    blocks = _row_slices(weight.shape[0], weight.shape[1], _BLOCK_FLOATS)
+    if len(blocks) == 1:
+        for i in range(len(x)):
+            np.dot(x[i], weight, out=out[i])
+        return
+    partial = np.empty((len(blocks), *out.shape), F32)  # [n_blocks, N, n_out]
+    for part, block in zip(partial, blocks):
+        w = weight[block]  # [rows of the block, n_out], contiguous
+        for i in range(len(x)):
+            np.dot(x[i, block], w, out=part[i])
+    np.add.reduce(partial, axis=0, out=out)
 
 
 def softmax_inplace(x: np.ndarray) -> np.ndarray:
@@ -128,59 +209,77 @@ def softmax_inplace(x: np.ndarray) -> np.ndarray:
 
 
 class GPT2Model:
-    """GPT-2 forward passes over a KVCache: a batched prefill, or one-token decode steps."""
+    """GPT-2 forward passes over a KVCache: a batched prefill, or one-token decode steps.
+
+    Not for concurrent use from several threads on one cache (nothing else is shared).
+    """
 
     def __init__(self, config: GPT2Config, weights: Weights):
         self.config = config
         self.weights = weights
         self._scale = F32(1.0 / np.sqrt(config.head_dim))
-        self._masks: dict[tuple[int, int], np.ndarray] = {}
+        self._eps = F32(config.layer_norm_epsilon)
+        # Plain ndarray views of the (memory-mapped) weights: an np.memmap operand would send every
+        # result through the subclass's Python-level wrapping.
+        plain = np.asarray  # an ndarray view, not a copy
+        self._blocks = [Block(**{f: plain(getattr(b, f)) for f in Block.__dataclass_fields__}) for b in weights.blocks]
+        self._wte = plain(weights.wte)
+        self._wpe = plain(weights.wpe)
+        self._ln_f = (plain(weights.ln_f_weight), plain(weights.ln_f_bias))
+        for name, a in [("wte", self._wte), ("wpe", self._wpe), ("ln_f", self._ln_f[0]), ("ln_f", self._ln_f[1])] + [
+            (f"h.{i}.{f}", getattr(b, f)) for i, b in enumerate(self._blocks) for f in Block.__dataclass_fields__
+        ]:
+            assert a.dtype == F32, f"{name} is {a.dtype}: the engine computes in float32 only"
+        self._masks: dict[int, np.ndarray] = {}
 
     def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
         return KVCache(self.config, batch, capacity or self.config.n_positions)
 
-    def _causal_mask(self, past: int, t: int) -> np.ndarray:
-        """Additive mask [t, past+t]: query i (at position past+i) sees keys 0..past+i."""
-        key = (past, t)
-        mask = self._masks.get(key)
+    def _tile_mask(self, t: int) -> np.ndarray:
+        """Additive mask [t, t]: within a tile, query i sees keys 0..i."""
+        mask = self._masks.get(t)
         if mask is None:
-            i = np.arange(t)[:, None]
-            j = np.arange(past + t)[None, :]
-            mask = np.where(j > past + i, F32(-np.inf), F32(0.0)).astype(F32)
-            if len(self._masks) > 64:
-                self._masks.clear()
-            self._masks[key] = mask
+            mask = np.triu(np.full((t, t), -np.inf, dtype=F32), k=1)
+            self._masks[t] = mask
         return mask
 
-    def _attention(self, x: np.ndarray, block: Block, layer: int, cache: KVCache) -> np.ndarray:
-        # [B, T, n_embd] -> [B, T, n_embd]
+    def _attention(self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, b: int, t: int) -> np.ndarray:
+        # [B*T, 3*n_embd] (c_attn's product, its bias not yet added) -> [B*T, n_embd]
         cfg = self.config
-        b, t, _ = x.shape
         past = cache.length
-        qkv = linear(x, block.c_attn_weight, block.c_attn_bias)  # [B, T, 3*n_embd]
         qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
-        q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, n_head, T, head_dim]
-        cache.k[layer, :, :, past : past + t] = qkv[:, :, 1].transpose(0, 2, 1, 3)
-        cache.v[layer, :, :, past : past + t] = qkv[:, :, 2].transpose(0, 2, 1, 3)
+        bias = bias.reshape(3, cfg.n_head, cfg.head_dim)  # [3, n_head, head_dim]
+        q = qkv[:, :, 0]  # [B, T, n_head, head_dim]
+        q += bias[0]
+        q *= self._scale
+        q = q.transpose(0, 2, 1, 3)  # [B, n_head, T, head_dim]
         k = cache.k[layer, :, :, : past + t]  # [B, n_head, past+T, head_dim]
         v = cache.v[layer, :, :, : past + t]  # [B, n_head, past+T, head_dim]
-        q = q * self._scale  # [B, n_head, T, head_dim]
-        scores = q @ k.transpose(0, 1, 3, 2)  # [B, n_head, T, past+T]
-        if t > 1:
-            scores += self._causal_mask(past, t)
-        softmax_inplace(scores)
-        out = scores @ v  # [B, n_head, T, head_dim]
-        out = out.transpose(0, 2, 1, 3).reshape(b, t, cfg.n_embd)  # [B, T, n_embd]
-        return linear(out, block.attn_c_proj_weight, block.attn_c_proj_bias)
-
-    def _mlp(self, x: np.ndarray, block: Block) -> np.ndarray:
-        # [B, T, n_embd] -> [B, T, n_embd]
-        h = linear(x, block.c_fc_weight, block.c_fc_bias)  # [B, T, 4*n_embd]
-        return linear(gelu_new(h), block.mlp_c_proj_weight, block.mlp_c_proj_bias)
+        # the bias add is the copy into the cache
+        np.add(qkv[:, :, 1].transpose(0, 2, 1, 3), bias[1][:, None], out=k[:, :, past:])
+        np.add(qkv[:, :, 2].transpose(0, 2, 1, 3), bias[2][:, None], out=v[:, :, past:])
+        out = np.empty((b, t, cfg.n_head, cfg.head_dim), F32)  # [B, T, n_head, head_dim]
+        heads_out = out.transpose(0, 2, 1, 3)  # [B, n_head, T, head_dim] view
+        if t == 1:  # decoding: the new query sees every key
+            scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, n_head, 1, past+1]
+            np.matmul(softmax_inplace(scores), v, out=heads_out)
+            return out.reshape(b, cfg.n_embd)
+        for start in range(0, t, _QUERY_TILE):
+            stop = min(t, start + _QUERY_TILE)
+            seen = past + stop  # keys the tile's last query sees
+            scores = np.matmul(q[:, :, start:stop], k[:, :, :seen].transpose(0, 1, 3, 2))  # [B, n_head, tile, seen]
+            scores[..., past + start :] += self._tile_mask(stop - start)
+            scores -= scores.max(axis=-1, keepdims=True)
+            np.exp(scores, out=scores)
+            total = scores.sum(axis=-1, keepdims=True)  # [B, n_head, tile, 1]
+            tile_out = heads_out[:, :, start:stop]  # [B, n_head, tile, head_dim] view
+            np.matmul(scores, v[:, :, :seen], out=tile_out)
+            tile_out /= total  # normalizing the [tile, head_dim] output, not the [tile, seen] scores
+        return out.reshape(b * t, cfg.n_embd)
 
     def hidden_states(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
         """Runs the transformer over tokens, appending them to the cache: [B, T] -> [B, T, n_embd]."""
-        cfg, w = self.config, self.weights
+        cfg = self.config
         tokens = np.asarray(tokens)
         b, t = tokens.shape
         past = cache.length
@@ -188,21 +287,39 @@ class GPT2Model:
             raise ValueError(f"batch of {b} rows for a cache of {cache.batch}")
         if past + t > min(cache.capacity, cfg.n_positions):
             raise ValueError(f"{past + t} positions exceed the context of {min(cache.capacity, cfg.n_positions)}")
-        x = w.wte[tokens] + w.wpe[past : past + t]  # [B, T, n_embd]
-        eps = cfg.layer_norm_epsilon
-        for layer, block in enumerate(w.blocks):
-            x += self._attention(layer_norm(x, block.ln_1_weight, block.ln_1_bias, eps), block, layer, cache)
-            x += self._mlp(layer_norm(x, block.ln_2_weight, block.ln_2_bias, eps), block)
+        x = self._wte[tokens.reshape(-1)]  # [B*T, n_embd]
+        positions = x.reshape(b, t, -1)  # [B, T, n_embd] view
+        positions += self._wpe[past : past + t]
+        eps = self._eps
+        for layer, blk in enumerate(self._blocks):
+            h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps)  # [B*T, n_embd]
+            qkv = matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
+            x += linear(self._attention(qkv, blk.c_attn_bias, layer, cache, b, t), blk.attn_c_proj_weight, blk.attn_c_proj_bias)
+            h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps)  # [B*T, n_embd]
+            fc = gelu_new(matmul(h, blk.c_fc_weight), blk.c_fc_bias)  # [B*T, 4*n_embd]
+            x += linear(fc, blk.mlp_c_proj_weight, blk.mlp_c_proj_bias)
         cache.length = past + t
-        return layer_norm(x, w.ln_f_weight, w.ln_f_bias, eps)  # [B, T, n_embd]
+        return layer_norm(x, self._ln_f[0], self._ln_f[1], eps).reshape(b, t, cfg.n_embd)  # [B, T, n_embd]
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         # [..., n_embd] @ wte.T -> [..., vocab_size]
-        return h @ self.weights.wte.T
+        wte = self._wte
+        rows = np.ascontiguousarray(h, dtype=F32).reshape(-1, wte.shape[1])  # [N, n_embd]
+        out = np.empty((len(rows), wte.shape[0]), F32)  # [N, V]
+        if len(rows) == 1:
+            np.dot(wte, rows[0], out=out[0])
+        elif len(rows) <= _FEW_ROWS_LM_HEAD:  # see _FEW_ROWS: here blocks of vocabulary rows, no partial sums
+            for block in _row_slices(wte.shape[0], wte.shape[1], _BLOCK_FLOATS):
+                w = wte[block]  # [rows of the block, n_embd]
+                for i in range(len(rows)):
+                    np.dot(w, rows[i], out=out[i, block])
+        else:
+            np.dot(rows, wte.T, out=out)
+        return out.reshape(*h.shape[:-1], wte.shape[0])
 
     def forward(self, tokens: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> np.ndarray:
         """Appends tokens [B, T] to the cache; logits of the last position [B, V] (or all: [B, T, V])."""
         h = self.hidden_states(tokens, cache)  # [B, T, n_embd]
         if all_logits:
             return self.logits(h)  # [B, T, V]
-        return self.logits(np.ascontiguousarray(h[:, -1]))  # [B, V]
+        return self.logits(h[:, -1])  # [B, V]
