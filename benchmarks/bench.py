@@ -1,0 +1,656 @@
+"""gpt2cli against transformers + PyTorch on the same CPU, side by side, as ratios.
+
+    python benchmarks/bench.py [--size small|medium|large|xl] [--reps N] [--threads 2] [--out FILE]
+    python benchmarks/bench.py --profile          # where one decode token's milliseconds go
+
+A random GPT-2 of the chosen shape is written once in the Hub's layout (benchmarks/.cache/, git-ignored).
+Each side runs in its own long-lived worker process (so the two thread pools never compete), and the
+requests alternate between them, the side that goes first switching every repetition; ratios are
+taken per repetition, then their median. Cases:
+
+1. decode   tokens/s, batch 1, greedy, 128 new tokens after a 16-token prompt (eos ignored)
+2. prefill  tokens/s of a 512-token prompt (time to the first new token)
+3. beam     steps/s of 4-beam search, 64 new tokens (all steps run)
+4. cold     wall time of the whole command, process start to the first token on stdout
+5. memory   peak resident memory of a fresh process running case 1 (total, anonymous, file-backed)
+6. floor    the per-token matrix-vector products alone (every weight read once), the memory-system limit
+
+Ours is what users run: gpt2cli.decoding.generate, gpt2cli.beam.beam_search, and the gpt2cli command.
+Prints a table, writes results/<size>-latest.json and results/<size>-latest.md (for the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CACHE = HERE / ".cache"
+RESULTS = HERE / "results"
+SHARED_TOKENIZER = Path(os.environ.get("GPT2CLI_TOKENIZER_DIR") or ROOT.parent / "shared" / "gpt2-tokenizer")
+
+# n_layer, n_head, n_embd of the Hub's GPT-2 sizes
+SIZES = {"small": (12, 12, 768), "medium": (24, 16, 1024), "large": (36, 20, 1280), "xl": (48, 25, 1600)}
+TINY = (2, 4, 64)  # --smoke
+
+
+# ---------------------------------------------------------------------------------------------
+# The random checkpoint
+# ---------------------------------------------------------------------------------------------
+def tensor_shapes(n_layer: int, n_embd: int, vocab: int, n_positions: int) -> dict[str, tuple[int, ...]]:
+    """The Hub's bare tensor names and shapes of a GPT-2 (Conv1D weights [in, out])."""
+    d = n_embd
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (vocab, d), "wpe.weight": (n_positions, d)}
+    for i in range(n_layer):
+        p = f"h.{i}."
+        shapes.update({
+            p + "ln_1.weight": (d,), p + "ln_1.bias": (d,),
+            p + "attn.c_attn.weight": (d, 3 * d), p + "attn.c_attn.bias": (3 * d,),
+            p + "attn.c_proj.weight": (d, d), p + "attn.c_proj.bias": (d,),
+            p + "ln_2.weight": (d,), p + "ln_2.bias": (d,),
+            p + "mlp.c_fc.weight": (d, 4 * d), p + "mlp.c_fc.bias": (4 * d,),
+            p + "mlp.c_proj.weight": (4 * d, d), p + "mlp.c_proj.bias": (d,),
+        })  # fmt: skip
+    shapes["ln_f.weight"] = (d,)
+    shapes["ln_f.bias"] = (d,)
+    return shapes
+
+
+def write_random_model(folder: Path, n_layer: int, n_head: int, n_embd: int, *, vocab: int = 50257, n_positions: int = 1024) -> Path:
+    """A random float32 GPT-2 in the Hub's layout, streamed tensor by tensor (gpt2-xl's 6 GB never sits in memory).
+
+    tests/modelfactory.write_model builds every tensor in float64 and the whole file in memory, which
+    for gpt2-xl costs minutes and ~20 GB; this writes the same layout (config keys, bare names, the real
+    tokenizer) with float32 draws. A tokenizer.json is added for transformers (as the Hub has), so its
+    tokenizer loads the fast way.
+    """
+    import numpy as np
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = tensor_shapes(n_layer, n_embd, vocab, n_positions)
+    header: dict = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for name, shape in shapes.items():
+        size = 4 * int(np.prod(shape))
+        header[name] = {"dtype": "F32", "shape": list(shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    rng = np.random.default_rng(0)
+    part = folder / "model.safetensors.partial"
+    with open(part, "wb") as f:
+        f.write(len(raw).to_bytes(8, "little") + raw)
+        for name, shape in shapes.items():
+            a = rng.standard_normal(shape, dtype=np.float32)  # [shape]
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                a *= np.float32(0.1)
+                a += np.float32(1.0)
+            else:  # GPT-2's init scale keeps activations, and so the softmaxes, realistic
+                a *= np.float32(0.02 if name.endswith(".weight") else 0.05)
+            f.write(a.data)
+    config = {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "activation_function": "gelu_new",
+        "vocab_size": vocab, "n_positions": n_positions, "n_ctx": n_positions, "n_embd": n_embd,
+        "n_layer": n_layer, "n_head": n_head, "layer_norm_epsilon": 1e-5,
+        "bos_token_id": vocab - 1, "eos_token_id": vocab - 1,
+        "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, "torch_dtype": "float32",
+    }  # fmt: skip
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(SHARED_TOKENIZER / name, folder / name)
+    try:
+        from transformers import GPT2TokenizerFast
+
+        GPT2TokenizerFast.from_pretrained(str(folder)).save_pretrained(str(folder))
+    except ImportError:
+        pass
+    part.rename(folder / "model.safetensors")
+    return folder
+
+
+def model_folder(size: str, where: Path | None = None) -> Path:
+    """The cached random model of this size, written on first use."""
+    n_layer, n_head, n_embd = TINY if size == "tiny" else SIZES[size]
+    folder = (where or CACHE) / f"gpt2-{size}-random"
+    if not (folder / "model.safetensors").is_file():
+        print(f"writing a random {size} model to {folder} ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        write_random_model(folder, n_layer, n_head, n_embd)
+        print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# Workers: one process per side, answering one JSON request per line
+# ---------------------------------------------------------------------------------------------
+PROMPT_SEED = 1234
+
+
+def prompt_ids(n: int, vocab: int) -> list[int]:
+    """A fixed pseudo-random prompt (no <|endoftext|>)."""
+    import numpy as np
+
+    return np.random.default_rng(PROMPT_SEED).integers(0, vocab - 1, size=n).tolist()
+
+
+class MemorySampler:
+    """Peak RssAnon / RssFile of this process, sampled from /proc every few milliseconds (VmHWM is exact)."""
+
+    def __init__(self, interval: float = 0.005):
+        self.peak = {"RssAnon": 0, "RssFile": 0}
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def status() -> dict[str, int]:
+        out = {}
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    key, _, value = line.partition(":")
+                    if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                        out[key] = int(value.split()[0]) * 1024
+        except OSError:
+            pass
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            s = self.status()
+            for key in self.peak:
+                self.peak[key] = max(self.peak[key], s.get(key, 0))
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        s = self.status()
+        for key in self.peak:
+            self.peak[key] = max(self.peak[key], s.get(key, 0))
+        self.peak["VmHWM"] = s.get("VmHWM", 0)
+
+
+class Ours:
+    """gpt2cli's own code paths: decoding.generate, beam.beam_search, GPT2Model.forward."""
+
+    name = "gpt2cli"
+
+    def __init__(self, folder: Path, threads: int):
+        from gpt2cli.checkpoint import load_model
+
+        self.model = load_model(folder)
+        self.vocab = self.model.config.vocab_size
+
+    def decode(self, n_prompt: int, n_new: int) -> dict:
+        from gpt2cli.decoding import generate
+        from gpt2cli.sampling import Sampler, SamplingOptions
+
+        prompt = prompt_ids(n_prompt, self.vocab)
+        sampler = Sampler(SamplingOptions(temperature=0.0), seed=0)
+        t0 = time.perf_counter()
+        first = None
+        tokens = []
+        for step in generate(self.model, prompt, sampler, n_new, ignore_eos=True, eos_token_id=self.model.config.eos_token_id):
+            tokens.append(int(step.tokens[0]))
+            if first is None:
+                first = time.perf_counter()
+        t1 = time.perf_counter()
+        return {"seconds": t1 - t0, "first": first - t0, "tokens": tokens}
+
+    def beam(self, n_prompt: int, n_new: int, beams: int) -> dict:
+        from gpt2cli.beam import beam_search
+
+        prompt = prompt_ids(n_prompt, self.vocab)
+        t0 = time.perf_counter()
+        # eos_token_id=-1: no hypothesis ends early, as min_new_tokens does for transformers
+        hyps = beam_search(self.model, prompt, num_beams=beams, max_new_tokens=n_new, early_stopping=False, eos_token_id=-1)
+        t1 = time.perf_counter()
+        return {"seconds": t1 - t0, "tokens": hyps[0].tokens}
+
+    def floor(self, passes: int, prompt: int) -> dict:
+        """Every weight matrix once per pass, as one decode token reads them: plain np.dot into preallocated
+        outputs; and the same products for a whole prompt (the GEMMs alone of a prefill)."""
+        import numpy as np
+
+        w = self.model.weights
+        d = self.model.config.n_embd
+        x = {d: np.full(d, 0.01, np.float32), 4 * d: np.full(4 * d, 0.01, np.float32)}
+        plan = [(x[m.shape[0]], m, np.empty(m.shape[1], np.float32))
+                for b in w.blocks for m in (b.c_attn_weight, b.attn_c_proj_weight, b.c_fc_weight, b.mlp_c_proj_weight)]  # fmt: skip
+        logits = np.empty(w.wte.shape[0], np.float32)  # [V]
+        times = []
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            for v, m, out in plan:
+                np.dot(v, m, out=out)
+            np.dot(w.wte, x[d], out=logits)
+            times.append(time.perf_counter() - t0)
+        rows = {n: np.full((prompt, n), 0.01, np.float32) for n in x}
+        gemms = [(rows[m.shape[0]], m, np.empty((prompt, m.shape[1]), np.float32)) for _, m, _ in plan]
+        gemm_times = []
+        for _ in range(max(1, passes // 5)):
+            t0 = time.perf_counter()
+            for a, m, out in gemms:
+                np.dot(a, m, out=out)
+            gemm_times.append(time.perf_counter() - t0)
+        return {"seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times)}
+
+
+class Theirs:
+    """transformers' GPT2LMHeadModel.generate on PyTorch (CPU, float32)."""
+
+    name = "transformers"
+
+    def __init__(self, folder: Path, threads: int):
+        import torch
+        from transformers import GPT2LMHeadModel
+
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = GPT2LMHeadModel.from_pretrained(str(folder)).eval()
+        self.vocab = self.model.config.vocab_size
+        self.eos = self.model.config.eos_token_id
+
+    def _generate(self, ids: list[int], **kw):
+        torch = self.torch
+        with torch.inference_mode():
+            return self.model.generate(torch.tensor([ids]), do_sample=False, pad_token_id=self.eos, **kw)
+
+    def decode(self, n_prompt: int, n_new: int) -> dict:
+        prompt = prompt_ids(n_prompt, self.vocab)
+        t0 = time.perf_counter()
+        if n_new == 1:
+            out = self._generate(prompt, max_new_tokens=1)
+            t1 = time.perf_counter()
+            return {"seconds": t1 - t0, "first": t1 - t0, "tokens": out[0, n_prompt:].tolist()}
+        out = self._generate(prompt, max_new_tokens=n_new, min_new_tokens=n_new)
+        t1 = time.perf_counter()
+        return {"seconds": t1 - t0, "tokens": out[0, n_prompt:].tolist()}
+
+    def beam(self, n_prompt: int, n_new: int, beams: int) -> dict:
+        prompt = prompt_ids(n_prompt, self.vocab)
+        t0 = time.perf_counter()
+        out = self._generate(prompt, num_beams=beams, max_new_tokens=n_new, min_new_tokens=n_new, early_stopping=False)
+        t1 = time.perf_counter()
+        return {"seconds": t1 - t0, "tokens": out[0, n_prompt:].tolist()}
+
+    def floor(self, passes: int, prompt: int) -> dict:
+        """The same products with torch (for reference: its BLAS against ours)."""
+        torch = self.torch
+        tr = self.model.transformer
+        d = self.model.config.n_embd
+        x = {d: torch.full((d,), 0.01), 4 * d: torch.full((4 * d,), 0.01)}
+        plan = [(x[m.shape[0]], m) for b in tr.h for m in (b.attn.c_attn.weight, b.attn.c_proj.weight, b.mlp.c_fc.weight, b.mlp.c_proj.weight)]
+        plan = [(v, m.t(), torch.empty(m.shape[1])) for v, m in plan]  # [out, in] views: y = W^T x
+        wte = tr.wte.weight
+        logits = torch.empty(wte.shape[0])
+        times = []
+        with torch.inference_mode():
+            for _ in range(passes):
+                t0 = time.perf_counter()
+                for v, m, out in plan:
+                    torch.mv(m, v, out=out)
+                torch.mv(wte, x[d], out=logits)
+                times.append(time.perf_counter() - t0)
+            rows = {n: torch.full((prompt, n), 0.01) for n in x}
+            gemms = [(rows[m.shape[1]], m.t(), torch.empty(prompt, m.shape[0])) for _, m, _ in plan]  # m: [out, in] views
+            gemm_times = []
+            for _ in range(max(1, passes // 5)):
+                t0 = time.perf_counter()
+                for a, m, out in gemms:
+                    torch.mm(a, m, out=out)
+                gemm_times.append(time.perf_counter() - t0)
+        return {"seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times)}
+
+
+def worker_env(threads: int) -> dict:
+    env = dict(os.environ)
+    env.update({
+        "OPENBLAS_NUM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+        "TRANSFORMERS_VERBOSITY": "error", "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")])),
+    })  # fmt: skip
+    return env
+
+
+def worker_main(side: str, folder: Path, threads: int, memory: bool) -> None:
+    """Serves requests from stdin; replies on the original stdout (library chatter goes to stderr)."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    sampler = MemorySampler().__enter__() if memory else None
+    t0 = time.perf_counter()
+    impl = (Ours if side == "ours" else Theirs)(folder, threads)
+    reply.write(json.dumps({"ready": True, "load_seconds": time.perf_counter() - t0}) + "\n")
+    for line in sys.stdin:
+        req = json.loads(line)
+        case = req.pop("case")
+        if case == "exit":
+            break
+        result = getattr(impl, case)(**req)
+        if sampler is not None:
+            sampler.__exit__()
+            result["memory"] = sampler.peak
+        reply.write(json.dumps(result) + "\n")
+
+
+class Worker:
+    def __init__(self, side: str, folder: Path, threads: int, memory: bool = False):
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--model", str(folder), "--threads", str(threads)]
+        if memory:
+            cmd.append("--memory")
+        self.side = side
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(threads))
+        self.hello = self._read()
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.side} worker died (exit code {self.proc.wait()}); see its stderr above")
+        return json.loads(line)
+
+    def ask(self, case: str, **kw) -> dict:
+        self.proc.stdin.write(json.dumps({"case": case, **kw}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.write(json.dumps({"case": "exit"}) + "\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        self.proc.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Cases
+# ---------------------------------------------------------------------------------------------
+def alternate(workers: dict[str, Worker], reps: int, case: str, **kw) -> dict[str, list[dict]]:
+    """Runs the case on both sides reps times, alternating which side goes first."""
+    runs: dict[str, list[dict]] = {side: [] for side in workers}
+    order = list(workers)
+    for rep in range(reps):
+        for side in order if rep % 2 == 0 else order[::-1]:
+            runs[side].append(workers[side].ask(case, **kw))
+    return runs
+
+
+def summarize(runs: dict[str, list[dict]], value, best=max) -> dict:
+    """Medians of each side's value, the best of each, and the median of the per-repetition ratios ours/theirs."""
+    ours = [value(r) for r in runs["ours"]]
+    theirs = [value(r) for r in runs["theirs"]]
+    return {
+        "ours": statistics.median(ours), "theirs": statistics.median(theirs),
+        "ours_best": best(ours), "theirs_best": best(theirs),
+        "ratio": statistics.median(o / t for o, t in zip(ours, theirs)),
+        "ours_all": ours, "theirs_all": theirs,
+    }  # fmt: skip
+
+
+def cold_commands(folder: Path, threads: int) -> dict[str, list[str]]:
+    theirs = (
+        "import sys, torch\n"
+        "from transformers import AutoTokenizer, GPT2LMHeadModel\n"
+        f"torch.set_num_threads({threads})\n"
+        "tok = AutoTokenizer.from_pretrained(sys.argv[1])\n"
+        "model = GPT2LMHeadModel.from_pretrained(sys.argv[1]).eval()\n"
+        "ids = tok('Hello', return_tensors='pt').input_ids\n"
+        "with torch.inference_mode():\n"
+        "    out = model.generate(ids, max_new_tokens=1, do_sample=False, pad_token_id=tok.eos_token_id)\n"
+        "print(tok.decode(out[0, ids.shape[1]:]), flush=True)\n"
+    )
+    # the installed console script beside this Python (what users run), else the module
+    script = Path(sys.executable).parent / "gpt2cli"
+    ours = [str(script)] if script.is_file() else [sys.executable, "-m", "gpt2cli"]
+    ours += ["generate", "-m", str(folder), "-n", "1", "--seed", "0", "Hello"]
+    return {"ours": ours, "theirs": [sys.executable, "-c", theirs, str(folder)]}
+
+
+def time_command(cmd: list[str], threads: int) -> dict:
+    """Wall seconds from spawning the command to the first byte on its stdout, and to its exit."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=worker_env(threads), cwd=tempfile.gettempdir())
+    first = proc.stdout.read(1)
+    t1 = time.perf_counter()
+    rest, err = proc.communicate()
+    t2 = time.perf_counter()
+    if proc.returncode != 0 or not first:
+        raise RuntimeError(f"{cmd[:3]}... failed ({proc.returncode}): {err.decode(errors='replace')[-2000:]}")
+    return {"seconds": t1 - t0, "exit_seconds": t2 - t0, "stdout": (first + rest).decode(errors="replace")}
+
+
+def machine_info(threads: int) -> dict:
+    info = {"threads": threads, "cores": os.cpu_count(), "python": platform.python_version(), "kernel": platform.release()}
+    try:
+        with open("/proc/cpuinfo") as f:
+            info["cpu"] = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor()
+    try:
+        info["l3_cache"] = Path("/sys/devices/system/cpu/cpu0/cache/index3/size").read_text().strip()
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            info["memory_gib"] = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    import numpy as np
+
+    info["numpy"] = np.__version__
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        info["blas"] = f"{blas.get('name')} {blas.get('version')}"
+    except Exception:  # show_config's layout is not a stable API
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    for name in ("torch", "transformers"):
+        try:
+            info[name] = version(name)  # without importing them into this process
+        except PackageNotFoundError:
+            info[name] = None
+    return info
+
+
+def run(args) -> dict:
+    smoke = args.smoke
+    size = "tiny" if smoke else args.size
+    tmp = tempfile.TemporaryDirectory() if smoke else None
+    folder = model_folder(size, Path(tmp.name) if tmp else None)
+    reps = 1 if smoke else args.reps
+    n_prompt, n_new, n_prefill, n_beam = (16, 8, 64, 4) if smoke else (16, 128, 512, 64)
+    results: dict = {
+        "size": size, "machine": machine_info(args.threads), "reps": reps,
+        "model": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else folder.name,
+        "params": {"prompt": n_prompt, "new_tokens": n_new, "prefill_prompt": n_prefill, "beam_steps": n_beam, "beams": 4},
+        "cases": {},
+    }  # fmt: skip
+    cases = results["cases"]
+    want = set(args.cases.split(",")) if args.cases else {"decode", "prefill", "beam", "cold", "memory", "floor"}
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    if want & {"decode", "prefill", "beam", "floor"}:
+        log("starting workers ...")
+        workers = {"ours": Worker("ours", folder, args.threads), "theirs": Worker("theirs", folder, args.threads)}
+        results["load_seconds"] = {side: w.hello["load_seconds"] for side, w in workers.items()}
+        try:
+            # warm-up: page cache, BLAS buffers, lazy imports
+            for w in workers.values():
+                w.ask("decode", n_prompt=n_prompt, n_new=2)
+            if "decode" in want:
+                log("case 1: decode ...")
+                runs = alternate(workers, reps, "decode", n_prompt=n_prompt, n_new=n_new)
+                cases["decode"] = summarize(runs, lambda r: n_new / r["seconds"])
+                cases["decode"]["unit"] = "tokens/s"
+                cases["decode"]["same_tokens"] = runs["ours"][0]["tokens"] == runs["theirs"][0]["tokens"]
+            if "prefill" in want:
+                log("case 2: prefill ...")
+                runs = alternate(workers, reps, "decode", n_prompt=n_prefill, n_new=1)
+                cases["prefill"] = summarize(runs, lambda r: n_prefill / r["first"])
+                cases["prefill"]["unit"] = "tokens/s"
+            if "beam" in want:
+                log("case 3: beam ...")
+                runs = alternate(workers, reps, "beam", n_prompt=n_prompt, n_new=n_beam, beams=4)
+                cases["beam"] = summarize(runs, lambda r: n_beam / r["seconds"])
+                cases["beam"]["unit"] = "steps/s"
+                cases["beam"]["same_tokens"] = runs["ours"][0]["tokens"] == runs["theirs"][0]["tokens"]
+            if "floor" in want:
+                log("case 6: floor ...")
+                runs = alternate(workers, reps, "floor", passes=3 if smoke else 20, prompt=n_prefill)
+                floor = summarize(runs, lambda r: r["seconds"] * 1e3, best=min)
+                gemm = summarize(runs, lambda r: r["prefill_gemm_seconds"] * 1e3, best=min)
+                cases["floor"] = {
+                    "unit": "ms/token", "ours": floor["ours"], "theirs": floor["theirs"],
+                    "ours_best": floor["ours_best"], "theirs_best": floor["theirs_best"],
+                    "prefill_gemm_ms": {"ours": gemm["ours"], "theirs": gemm["theirs"], "prompt": n_prefill},
+                }  # fmt: skip
+                if "decode" in cases:
+                    per_token = 1e3 / cases["decode"]["ours"]
+                    cases["floor"]["decode_ms_per_token"] = per_token
+                    cases["floor"]["decode_over_floor"] = per_token / cases["floor"]["ours"]
+        finally:
+            for w in workers.values():
+                w.close()
+
+    if "cold" in want:
+        log("case 4: cold start ...")
+        cmds = cold_commands(folder, args.threads)
+        if not smoke:
+            for cmd in cmds.values():
+                time_command(cmd, args.threads)  # warm the page cache and .pyc files
+        runs = {"ours": [], "theirs": []}
+        for rep in range(reps):
+            for side in ("ours", "theirs") if rep % 2 == 0 else ("theirs", "ours"):
+                runs[side].append(time_command(cmds[side], args.threads))
+        s = summarize(runs, lambda r: r["seconds"], best=min)
+        cases["cold"] = {
+            "unit": "s", "ours": s["ours"], "theirs": s["theirs"], "ratio": s["ratio"],
+            "ours_exit": statistics.median(r["exit_seconds"] for r in runs["ours"]),
+            "theirs_exit": statistics.median(r["exit_seconds"] for r in runs["theirs"]),
+            "commands": {k: " ".join(v[:1] + ["-c", "<script>"] + v[3:] if k == "theirs" else v) for k, v in cmds.items()},
+        }  # fmt: skip
+
+    if "memory" in want:
+        log("case 5: peak memory ...")
+        mem = {}
+        for side in ("ours", "theirs"):
+            w = Worker(side, folder, args.threads, memory=True)
+            r = w.ask("decode", n_prompt=n_prompt, n_new=n_new)
+            w.close()
+            # VmHWM, not getrusage's ru_maxrss: a child's ru_maxrss starts from the RSS of the (v)forked
+            # parent before exec, so it would charge this script's own memory to the worker.
+            mem[side] = {k.lower(): v for k, v in r["memory"].items()}
+        mem["ratio_rss"] = mem["ours"]["vmhwm"] / mem["theirs"]["vmhwm"]
+        mem["ratio_anon"] = mem["ours"]["rssanon"] / mem["theirs"]["rssanon"]
+        mem["unit"] = "bytes"
+        cases["memory"] = mem
+    if tmp:
+        tmp.cleanup()
+    return results
+
+
+def fmt_table(results: dict) -> list[tuple[str, str, str, str, str]]:
+    """Rows: case, gpt2cli, transformers, ratio, note."""
+    c, p = results["cases"], results["params"]
+    rows = []
+    if "decode" in c:
+        d = c["decode"]
+        rows.append((f"decode, batch 1, greedy, {p['new_tokens']} tokens (tokens/s)", f"{d['ours']:.1f}", f"{d['theirs']:.1f}", f"{d['ratio']:.2f}x", "higher is better"))
+    if "prefill" in c:
+        d = c["prefill"]
+        rows.append((f"prefill, {p['prefill_prompt']}-token prompt (tokens/s)", f"{d['ours']:.0f}", f"{d['theirs']:.0f}", f"{d['ratio']:.2f}x", "higher is better"))
+    if "beam" in c:
+        d = c["beam"]
+        rows.append((f"beam search, {p['beams']} beams, {p['beam_steps']} steps (steps/s)", f"{d['ours']:.1f}", f"{d['theirs']:.1f}", f"{d['ratio']:.2f}x", "higher is better"))
+    if "cold" in c:
+        d = c["cold"]
+        rows.append(("cold start to first token (s)", f"{d['ours']:.2f}", f"{d['theirs']:.2f}", f"{d['ratio']:.2f}x", f"{1 / d['ratio']:.1f}x faster; whole command"))
+    if "memory" in c:
+        d = c["memory"]
+        gib = lambda b: f"{b / 2**20:.0f} MiB"  # noqa: E731
+        rows.append(("peak RSS, decode (total)", gib(d["ours"]["vmhwm"]), gib(d["theirs"]["vmhwm"]), f"{d['ratio_rss']:.2f}x", "lower is better"))
+        rows.append(("peak RSS, decode (anonymous)", gib(d["ours"]["rssanon"]), gib(d["theirs"]["rssanon"]), f"{d['ratio_anon']:.2f}x", "ours: weights are file-backed mmap"))
+    if "floor" in c:
+        d = c["floor"]
+        extra = f"ours: decode = {d['decode_over_floor']:.2f}x this floor" if "decode_over_floor" in d else ""
+        rows.append(("matvec floor, 1 token (ms)", f"{d['ours']:.1f}", f"{d['theirs']:.1f}", f"{d['ours'] / d['theirs']:.2f}x", extra))
+        g = d["prefill_gemm_ms"]
+        rows.append((f"GEMMs alone, {g['prompt']}-token prompt (ms)", f"{g['ours']:.0f}", f"{g['theirs']:.0f}", f"{g['ours'] / g['theirs']:.2f}x", "numpy's OpenBLAS vs torch's BLAS"))
+    return rows
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    head = (
+        f"GPT-2 {results['size']} shape (random weights), {m.get('cpu')}, {m['threads']} threads, "
+        f"numpy {m['numpy']} ({m.get('blas', '?')}), torch {m.get('torch')}, transformers {m.get('transformers')}; "
+        f"medians of {results['reps']} alternating runs, ratio = gpt2cli / transformers per run.\n\n"
+    )
+    lines = ["| case | gpt2cli | transformers | ratio | |", "|---|---:|---:|---:|---|"]
+    lines += [f"| {' | '.join(row)} |" for row in fmt_table(results)]
+    return head + "\n".join(lines) + "\n"
+
+
+def print_table(results: dict) -> None:
+    rows = [("case", "gpt2cli", "transformers", "ratio", "")] + fmt_table(results)
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if j in (0, 4) else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=list(SIZES), default="small")
+    p.add_argument("--reps", type=int, default=7)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, help="JSON results (default: benchmarks/results/<size>-latest.json)")
+    p.add_argument("--cases", help="comma-separated subset of decode,prefill,beam,cold,memory,floor")
+    p.add_argument("--smoke", action="store_true", help="a tiny model, one repetition: checks the script runs")
+    p.add_argument("--profile", action="store_true", help="break one decode token down by operation")
+    p.add_argument("--worker", choices=("ours", "theirs"), help=argparse.SUPPRESS)
+    p.add_argument("--model", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        worker_main(args.worker, args.model, args.threads, args.memory)
+        return 0
+    if args.profile:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", str(args.threads))
+        sys.path.insert(0, str(HERE))
+        from profile_decode import main as profile_main
+
+        return profile_main(model_folder(args.size), reps=max(args.reps, 50))
+    results = run(args)
+    out = args.out or RESULTS / f"{results['size']}-latest.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    out.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
+    print_table(results)
+    print(f"\nwrote {out} and {out.with_suffix('.md')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
