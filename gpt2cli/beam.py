@@ -86,6 +86,7 @@ def beam_search(
     no_repeat_ngram_size: int = 0,
     eos_token_id: int | None = None,
     num_return: int | None = None,
+    prefill_progress=None,
 ) -> list[Hypothesis]:
     """The best `num_return` finished hypotheses, best first, as transformers' generate(num_beams=...) finds them.
 
@@ -131,7 +132,7 @@ def beam_search(
     identity = np.arange(num_beams)
 
     cache = model.new_cache(1, capacity=total)
-    logits = model.forward(sequences[:1, :n_prompt], cache)  # [1, V]: one prefill for every beam
+    logits = model.forward(sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill for every beam
     cache = cache.repeat(num_beams)
 
     finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)

@@ -22,7 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt2cli.errors import GPT2CLIError, UsageError
-from gpt2cli.output import OutputClosed, Writer, note, stderr_is_tty
+from gpt2cli.output import OutputClosed, Writer, note, prefill_progress, stderr_is_tty
 
 app = typer.Typer(
     name="gpt2cli",
@@ -220,7 +220,7 @@ def generate(
     steps = decode(
         loaded.model, ids, sampler, max_tokens,
         num_samples=num_samples, eos_token_id=loaded.model.config.eos_token_id, ignore_eos=ignore_eos,
-        logprobs=json_out, on_overflow=on_overflow, warn=note,
+        logprobs=json_out, on_overflow=on_overflow, warn=note, prefill_progress=prefill_progress(),
     )  # fmt: skip
     if echo and not json_out:
         out.write(text)
@@ -319,7 +319,8 @@ def score(
             f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx - 1}; split the text"
         )
     seq = np.asarray([[loaded.tokenizer.eot] + ids])  # [1, T+1]
-    logits = loaded.model.forward(seq[:, :-1], loaded.model.new_cache(1, len(ids)), all_logits=True)[0]  # [T, V]
+    cache = loaded.model.new_cache(1, len(ids))
+    logits = loaded.model.forward(seq[:, :-1], cache, all_logits=True, progress=prefill_progress("scoring"))[0]  # [T, V]
     logprobs = log_softmax(logits)[np.arange(len(ids)), ids]  # [T]
     total = float(logprobs.sum())
     perplexity = math.exp(-total / len(ids))
@@ -487,7 +488,7 @@ def beam(
     hyps = beam_search(
         loaded.model, ids, num_beams=beams, max_new_tokens=max_tokens, length_penalty=length_penalty,
         early_stopping=stopping, no_repeat_ngram_size=no_repeat_ngram,
-        eos_token_id=loaded.model.config.eos_token_id, num_return=num_return,
+        eos_token_id=loaded.model.config.eos_token_id, num_return=num_return, prefill_progress=prefill_progress(),
     )  # fmt: skip
     found = [_hypothesis_json(loaded, h.tokens, h.logprob, length_penalty, h.finish_reason) for h in hyps]
     for entry, h in zip(found, hyps):

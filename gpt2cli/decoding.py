@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from gpt2cli.errors import CheckpointError, ContextOverflowError, UsageError
-from gpt2cli.model import GPT2Model
+from gpt2cli.model import GPT2Model, Progress
 from gpt2cli.sampling import Sampler, log_softmax
 
 OVERFLOW_MODES = ("slide", "truncate", "error")
@@ -68,6 +68,7 @@ def generate(
     logprobs: bool = False,
     on_overflow: str = "slide",
     warn: Callable[[str], None] = lambda message: None,
+    prefill_progress: Progress | None = None,
 ) -> Iterator[Step]:
     """Decodes num_samples rows together, one Step per new token, until max_new_tokens or every row's eos.
 
@@ -87,14 +88,18 @@ def generate(
     for message in notes:
         warn(message)
     stop_on_eos = None if ignore_eos else eos_token_id
-    return _steps(model, prompt, sampler, max_new_tokens, num_samples, stop_on_eos, logprobs, warn, warned=bool(notes))
+    return _steps(
+        model, prompt, sampler, max_new_tokens, num_samples, stop_on_eos, logprobs, warn, bool(notes), prefill_progress
+    )
 
 
-def _steps(model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, warn, warned) -> Iterator[Step]:
+def _steps(
+    model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, warn, warned, prefill_progress
+) -> Iterator[Step]:
     n_ctx = model.config.n_positions
     capacity = min(n_ctx, len(prompt) + max_new_tokens)
     one = model.new_cache(1, capacity)
-    logits = model.forward(np.asarray([prompt]), one)  # [1, V]
+    logits = model.forward(np.asarray([prompt]), one, progress=prefill_progress)  # [1, V]
     cache = one.repeat(num_samples) if num_samples > 1 else one
     logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
     history = [np.asarray([prompt] * num_samples)]  # [B, T] chunks, only read when sliding
@@ -122,7 +127,7 @@ def _steps(model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, lo
             recent = np.concatenate(history, axis=1)[:, -window:]  # [B, window]
             history = [recent]
             cache = model.new_cache(num_samples, n_ctx)
-            logits = model.forward(recent, cache)
+            logits = model.forward(recent, cache, progress=prefill_progress)
         else:
             logits = model.forward(tokens[:, None], cache)  # [B, V]
 

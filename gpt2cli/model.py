@@ -9,12 +9,14 @@ as possible to those matrix-vector products; the choices below were made by meas
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from gpt2cli.config import GPT2Config
 
 F32 = np.float32
+Progress = Callable[[int, int], None]  # (layers done, n_layer)
 # gelu_new's constants, folded (sqrt(2/pi) and sqrt(2/pi) * 0.044715), as float32 so that no
 # float64 scalar upcasts an activation (NEP 50).
 _GELU_C = F32(0.7978845608028654)
@@ -277,8 +279,11 @@ class GPT2Model:
             tile_out /= total  # normalizing the [tile, head_dim] output, not the [tile, seen] scores
         return out.reshape(b * t, cfg.n_embd)
 
-    def hidden_states(self, tokens: np.ndarray, cache: KVCache) -> np.ndarray:
-        """Runs the transformer over tokens, appending them to the cache: [B, T] -> [B, T, n_embd]."""
+    def hidden_states(self, tokens: np.ndarray, cache: KVCache, progress: Progress | None = None) -> np.ndarray:
+        """Runs the transformer over tokens, appending them to the cache: [B, T] -> [B, T, n_embd].
+
+        progress(layers_done, n_layer) is called after each layer, for a caller that shows long prefills.
+        """
         cfg = self.config
         tokens = np.asarray(tokens)
         b, t = tokens.shape
@@ -298,6 +303,8 @@ class GPT2Model:
             h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps)  # [B*T, n_embd]
             fc = gelu_new(matmul(h, blk.c_fc_weight), blk.c_fc_bias)  # [B*T, 4*n_embd]
             x += linear(fc, blk.mlp_c_proj_weight, blk.mlp_c_proj_bias)
+            if progress is not None:
+                progress(layer + 1, cfg.n_layer)
         cache.length = past + t
         return layer_norm(x, self._ln_f[0], self._ln_f[1], eps).reshape(b, t, cfg.n_embd)  # [B, T, n_embd]
 
@@ -317,9 +324,11 @@ class GPT2Model:
             np.dot(rows, wte.T, out=out)
         return out.reshape(*h.shape[:-1], wte.shape[0])
 
-    def forward(self, tokens: np.ndarray, cache: KVCache, *, all_logits: bool = False) -> np.ndarray:
+    def forward(
+        self, tokens: np.ndarray, cache: KVCache, *, all_logits: bool = False, progress: Progress | None = None
+    ) -> np.ndarray:
         """Appends tokens [B, T] to the cache; logits of the last position [B, V] (or all: [B, T, V])."""
-        h = self.hidden_states(tokens, cache)  # [B, T, n_embd]
+        h = self.hidden_states(tokens, cache, progress)  # [B, T, n_embd]
         if all_logits:
             return self.logits(h)  # [B, T, V]
         return self.logits(h[:, -1])  # [B, V]

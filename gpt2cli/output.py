@@ -74,6 +74,48 @@ def note(message: str) -> None:
         pass
 
 
+class ProgressLine:
+    """A one-line progress indicator on stderr for a long prefill; called as progress(done, total).
+
+    Draws nothing unless the work is still running after `delay` seconds, so short prompts stay
+    silent, and erases itself when done so that nothing is left between the command and its output.
+    """
+
+    def __init__(self, label: str, delay: float = 0.5):
+        import time
+
+        self._clock = time.monotonic
+        self.label = label
+        self.delay = delay
+        self.started = self._clock()
+        self.drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.drawn and self._clock() - self.started < self.delay:
+            return
+        if done >= total:
+            if self.drawn:
+                self._write("\r\033[K")
+                self.drawn = False
+            self.started = self._clock()  # a later prefill (sliding) starts its own delay
+            return
+        self._write(f"\r\033[K{self.label}: layer {done}/{total}")
+        self.drawn = True
+
+    @staticmethod
+    def _write(text: str) -> None:
+        try:
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def prefill_progress(label: str = "reading the prompt") -> "ProgressLine | None":
+    """A ProgressLine when stderr is a terminal; None (no progress at all) otherwise."""
+    return ProgressLine(label) if stderr_is_tty() else None
+
+
 def stderr_is_tty() -> bool:
     try:
         return sys.stderr.isatty()

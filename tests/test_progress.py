@@ -1,0 +1,39 @@
+"""Progress for long prefills: drawn on stderr only when slow, erased when done, fed by the engine."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpt2cli.checkpoint import load_model
+from gpt2cli.decoding import generate
+from gpt2cli.output import ProgressLine
+from gpt2cli.sampling import Sampler, SamplingOptions
+
+
+def test_progress_line_draws_layers_and_erases_itself(capsys):
+    line = ProgressLine("reading the prompt", delay=0.0)
+    for done in range(1, 4):
+        line(done, 3)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "reading the prompt: layer 1/3" in captured.err and "layer 2/3" in captured.err
+    assert captured.err.endswith("\r\033[K")  # nothing left on the line for the output that follows
+
+
+def test_progress_line_stays_silent_for_quick_work(capsys):
+    line = ProgressLine("reading the prompt", delay=60.0)
+    for done in range(1, 13):
+        line(done, 12)
+    assert capsys.readouterr().err == ""
+
+
+def test_the_engine_reports_each_layer_of_a_prefill(tiny_model):
+    model = load_model(tiny_model)
+    calls = []
+    steps = generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3, prefill_progress=lambda d, t: calls.append((d, t)))
+    tokens = [int(s.tokens[0]) for s in steps]
+    n = model.config.n_layer
+    assert calls == [(i, n) for i in range(1, n + 1)]  # the prefill only, not the decode steps
+    plain = [int(s.tokens[0]) for s in generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3)]
+    assert tokens == plain
+    assert np.isfinite(model.forward(np.array([[1]]), model.new_cache(1), progress=lambda d, t: None)).all()
