@@ -57,27 +57,30 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         except UnicodeEncodeError:
             raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet; re-download the model") from None
 
-    ranks = {bytes([b]): i for i, b in enumerate(decoder.values())}
-    for line in merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines:
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise CheckpointError(f"{merges_path}: malformed merge line {line!r}; re-download the model")
-        ranks[to_bytes(parts[0], merges_path) + to_bytes(parts[1], merges_path)] = len(ranks)
     eot = vocab.get(ENDOFTEXT)
     if not isinstance(eot, int):
         raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token, so it is not a GPT-2 vocabulary; re-download the model")
-    for token, i in vocab.items():
-        if token in (ENDOFTEXT, "<|startoftext|>"):
+    # GPT-2's ids are BPE ranks: the 256 byte tokens in alphabet order, then one per merge, in order.
+    # Checking that on the strings is cheap; the bytes are built once, from vocab.json.
+    expected = {ch: i for i, ch in enumerate(decoder)}
+    lines = merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines
+    for line in lines:
+        if not line:
             continue
-        if ranks.get(to_bytes(token, vocab_path)) != i:
-            raise CheckpointError(
-                f"{vocab_path}: token {token!r} has id {i} but merges.txt ranks it "
-                f"{ranks.get(to_bytes(token, vocab_path))}; the two files do not belong together: re-download the model"
-            )
-    if len(vocab) - 1 != len(ranks) and len(vocab) - 2 != len(ranks):
-        raise CheckpointError(f"{vocab_path}: {len(vocab)} tokens but merges.txt builds {len(ranks)}; re-download the model")
+        a, _, b = line.partition(" ")
+        if not a or not b or " " in b:
+            raise CheckpointError(f"{merges_path}: malformed merge line {line!r}; re-download the model")
+        expected[a + b] = len(expected)
+    tokens = {t: i for t, i in vocab.items() if t not in (ENDOFTEXT, "<|startoftext|>")}
+    if tokens != expected:
+        wrong = next((t for t in tokens if expected.get(t) != tokens[t]), None)
+        detail = (
+            f"token {wrong!r} has id {tokens[wrong]} but merges.txt ranks it {expected.get(wrong)}"
+            if wrong is not None
+            else f"{len(tokens)} tokens but merges.txt builds {len(expected)}"
+        )
+        raise CheckpointError(f"{vocab_path}: {detail}; the two files do not belong together: re-download the model")
+    ranks = {to_bytes(t, vocab_path): i for t, i in tokens.items()}
     return ranks, eot
 
 

@@ -112,3 +112,16 @@ def test_vocab_and_merges_that_disagree_are_refused(tmp_path):
     (tmp_path / "merges.txt").write_text("\n".join(lines) + "\n")
     with pytest.raises(CheckpointError, match="do not belong together"):
         Tokenizer.from_folder(tmp_path)
+
+
+def test_ranks_equal_tiktokens_own_data_gym_conversion(real_tokenizer_dir, tmp_path, monkeypatch):
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+
+    from gpt2cli.tokenizer import read_bpe_files
+
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # tiktoken caches copies; keep them here
+    theirs = data_gym_to_mergeable_bpe_ranks(
+        str(real_tokenizer_dir / "merges.txt"), str(real_tokenizer_dir / "vocab.json")
+    )
+    ours, eot = read_bpe_files(real_tokenizer_dir)
+    assert ours == theirs and eot == 50256
