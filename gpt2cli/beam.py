@@ -10,13 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from gpt2cli.decoding import check_logits
 from gpt2cli.errors import UsageError
 
 F32 = np.float32
 # transformers' stand-in for "impossible": the start score of beams 1.. (so step 1 expands beam 0 only).
 _NEG = F32(-1.0e9)
-
-EARLY_STOPPING_MODES = (True, False, "never")
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,13 @@ def ban_repeated_ngrams(logprobs: np.ndarray, sequences: np.ndarray, n: int) -> 
 
 
 def validate_options(
-    *, num_beams: int, num_return: int, max_new_tokens: int, no_repeat_ngram_size: int, early_stopping: object
+    *,
+    num_beams: int,
+    num_return: int,
+    max_new_tokens: int,
+    no_repeat_ngram_size: int,
+    early_stopping: object,
+    length_penalty: float = 1.0,
 ) -> None:
     """Raises UsageError naming the CLI option for any value outside its range."""
 
@@ -73,6 +78,8 @@ def validate_options(
         raise UsageError(f"--no-repeat-ngram must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
     if not (early_stopping is True or early_stopping is False or early_stopping == "never"):
         raise UsageError(f"--early-stopping must be true, false or never, got {early_stopping!r}")
+    if not (np.isfinite(length_penalty) and abs(length_penalty) <= 100):  # len ** 1e300 overflows
+        raise UsageError(f"--length-penalty must be a finite number from -100 to 100, got {length_penalty!r}")
 
 
 def beam_search(
@@ -103,9 +110,8 @@ def beam_search(
         max_new_tokens=max_new_tokens,
         no_repeat_ngram_size=no_repeat_ngram_size,
         early_stopping=early_stopping,
+        length_penalty=length_penalty,
     )
-    if not (np.isfinite(length_penalty) and abs(length_penalty) <= 100):
-        raise UsageError(f"--length-penalty must be a finite number from -100 to 100, got {length_penalty!r}")
     if len(prompt_ids) == 0:
         raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
     if num_beams == 1:
@@ -138,7 +144,7 @@ def beam_search(
     finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
     for step in range(1, max_new_tokens + 1):
         cur = n_prompt + step - 1  # tokens in each running sequence
-        logprobs = log_softmax(logits)  # [beams, V] ([1, V] at step 1: every beam is the prompt)
+        logprobs = log_softmax(check_logits(logits))  # [beams, V] ([1, V] at step 1: every beam is the prompt)
         if no_repeat_ngram_size:
             ban_repeated_ngrams(logprobs, sequences[: logprobs.shape[0], :cur], no_repeat_ngram_size)
         vocab = logprobs.shape[1]

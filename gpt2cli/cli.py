@@ -79,7 +79,6 @@ OverflowOpt = Annotated[
 class Loaded:
     model: "object"
     tokenizer: "object"
-    folder: Path
 
 
 def model_folder(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool) -> Path:
@@ -103,7 +102,7 @@ def load(model: str, revision: Optional[str], weights_dir: Optional[Path], offli
             f"{folder}: the tokenizer has {tokenizer.n_vocab} tokens but config.json's vocab_size is "
             f"{engine.config.vocab_size}; the tokenizer files do not belong to these weights: re-download the model"
         )
-    return Loaded(engine, tokenizer, folder)
+    return Loaded(engine, tokenizer)
 
 
 def _decode_input(raw: bytes, where: str) -> str:
@@ -265,6 +264,7 @@ def generate(
             kept = sample.text.kept_tokens() if sample.finish_reason == "stop" else len(sample.tokens)
             _flush(sample)
             out.json_line({
+                **({"prompt": text} if echo else {}),
                 "text": sample.text.text,
                 "tokens": sample.tokens[:kept],
                 "logprobs": sample.logprobs[:kept],
@@ -306,6 +306,7 @@ def score(
     """Per-token log-probabilities of TEXT, with <|endoftext|> prepended as context."""
     import numpy as np
 
+    from gpt2cli.decoding import check_logits
     from gpt2cli.sampling import log_softmax
 
     body = read_prompt(text)
@@ -314,14 +315,12 @@ def score(
     if not ids:
         raise UsageError("nothing to score: the text is empty")
     n_ctx = loaded.model.config.n_positions
-    if len(ids) + 1 > n_ctx:
-        raise UsageError(
-            f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx - 1}; split the text"
-        )
+    if len(ids) > n_ctx:
+        raise UsageError(f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx}; split the text")
     seq = np.asarray([[loaded.tokenizer.eot] + ids])  # [1, T+1]
     cache = loaded.model.new_cache(1, len(ids))
     logits = loaded.model.forward(seq[:, :-1], cache, all_logits=True, progress=prefill_progress("scoring"))[0]  # [T, V]
-    logprobs = log_softmax(logits)[np.arange(len(ids)), ids]  # [T]
+    logprobs = log_softmax(check_logits(logits))[np.arange(len(ids)), ids]  # [T]
     total = float(logprobs.sum())
     perplexity = math.exp(-total / len(ids))
     out = Writer()
@@ -473,10 +472,8 @@ def beam(
     num_return = beams if num_return is None else num_return
     validate_options(
         num_beams=beams, num_return=num_return, max_new_tokens=max_tokens,
-        no_repeat_ngram_size=no_repeat_ngram, early_stopping=stopping,
+        no_repeat_ngram_size=no_repeat_ngram, early_stopping=stopping, length_penalty=length_penalty,
     )  # fmt: skip
-    if not math.isfinite(length_penalty):
-        raise UsageError(f"--length-penalty must be a finite number, got {length_penalty}")
     if width is not None and width < 20:
         raise UsageError(f"--width must be at least 20 columns, got {width}")
     sampler = Sampler(SamplingOptions(temperature, top_k, 1.0), seed)  # validates --temperature, --top-k
@@ -612,8 +609,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:  # a usage error like any other: the help goes to stderr, not stdout
-        with contextlib.redirect_stdout(sys.stderr):
-            command.main(args=["--help"], prog_name="gpt2cli", standalone_mode=False)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                command.main(args=["--help"], prog_name="gpt2cli", standalone_mode=False)
+        except (OSError, ValueError):  # stderr closed: the exit code still says what happened
+            pass
         return 2
     previous = _catch_signals()
     try:

@@ -21,7 +21,6 @@ class GPT2Config:
     n_layer: int = 12
     n_head: int = 12
     layer_norm_epsilon: float = 1e-5
-    bos_token_id: int = 50256
     eos_token_id: int = 50256
 
     @property
@@ -69,9 +68,13 @@ class GPT2Config:
             n_layer=get_int("n_layer", 12),
             n_head=get_int("n_head", 12),
             layer_norm_epsilon=float(eps),
-            bos_token_id=d.get("bos_token_id", 50256) if isinstance(d.get("bos_token_id", 50256), int) else 50256,
-            eos_token_id=d.get("eos_token_id", 50256) if isinstance(d.get("eos_token_id", 50256), int) else 50256,
+            eos_token_id=d.get("eos_token_id", 50256),
         )
+        eos = config.eos_token_id
+        if isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos < config.vocab_size:
+            raise CheckpointError(
+                f"{source}: eos_token_id must be a token id below vocab_size={config.vocab_size}, got {eos!r}; {_FIX}"
+            )
         if config.n_embd % config.n_head:
             raise CheckpointError(
                 f"{source}: n_embd={config.n_embd} is not divisible by n_head={config.n_head}; {_FIX}"

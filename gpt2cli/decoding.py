@@ -25,6 +25,15 @@ class Step:
     eos: np.ndarray  # [B] bool: the row has ended with <|endoftext|> (at this step or before)
 
 
+def check_logits(logits: np.ndarray) -> np.ndarray:
+    """Returns logits unchanged; NaN or infinite ones mean broken weights, which no decoding can use."""
+    if not np.isfinite(logits).all():
+        raise CheckpointError(
+            "the model's logits are NaN or infinite: the weights hold NaN/inf values; re-download the model"
+        )
+    return logits
+
+
 def fit_prompt(
     prompt: list[int], n_ctx: int, max_new_tokens: int, mode: str, warn: Callable[[str], None]
 ) -> list[int]:
@@ -106,11 +115,7 @@ def _steps(
     eos = np.zeros(num_samples, dtype=bool)
     rows = np.arange(num_samples)
     for i in range(max_new_tokens):
-        if not np.isfinite(logits).all():
-            raise CheckpointError(
-                "the model's logits are NaN or infinite: the weights hold NaN/inf values; re-download the model"
-            )
-        tokens = sampler(logits)  # [B]
+        tokens = sampler(check_logits(logits))  # [B]
         lp = log_softmax(logits)[rows, tokens] if logprobs else None  # [B]
         if eos_token_id is not None:
             tokens = np.where(eos, eos_token_id, tokens)

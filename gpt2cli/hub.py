@@ -216,6 +216,8 @@ def is_downloaded(folder: Path) -> bool:
 
 def _local_folder(name: str, revision: str | None) -> Path | None:
     """An existing directory named by `name`; a folder always wins over a Hub repo of the same name."""
+    if not name.strip():
+        raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
     path = Path(name).expanduser()
     if not path.is_dir():
         return None

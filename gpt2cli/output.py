@@ -4,6 +4,7 @@ stderr for notes. Knows TTY from pipe; knows nothing of models."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sys
 import unicodedata
@@ -51,7 +52,8 @@ class Writer:
             view = view[n:]
 
     def json_line(self, obj: dict) -> None:
-        self.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        """One JSON object per line; a non-finite number (a -inf beam score) becomes null, as JSON has none."""
+        self.write(json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False) + "\n")
 
     def end(self) -> None:
         """Closes the output: a terminal gets a final newline (so the prompt starts on its own line)."""
@@ -63,6 +65,16 @@ class Writer:
             raise OutputClosed() from None
         except ValueError:  # already closed
             pass
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def note(message: str) -> None:

@@ -75,8 +75,16 @@ def test_stdin_comes_before_the_prompt_argument(real_model):
 
 def test_empty_prompt_generates_unconditionally_from_endoftext(real_model):
     (obj,) = gen_json(real_model, "-n", "3", "--seed", "0", stdin="")
+    (special,) = gen_json(real_model, "-n", "3", "--seed", "0", "--allow-special", "<|endoftext|>")
     assert obj["prompt_tokens"] == 1
-    assert obj["completion_tokens"] >= 1
+    assert obj == special
+
+
+def test_echo_with_json_puts_the_prompt_in_a_field(real_model):
+    (obj,) = gen_json(real_model, "-n", "2", "--seed", "0", "--echo", "Hello")
+    assert obj["prompt"] == "Hello"
+    (plain,) = gen_json(real_model, "-n", "2", "--seed", "0", "Hello")
+    assert "prompt" not in plain and plain["text"] == obj["text"]
 
 
 def test_same_seed_same_text_other_seed_other_text(real_model):
@@ -95,7 +103,11 @@ def test_stop_ends_the_output_before_the_stop_text(real_model):
     assert result.returncode == 0 and result.stdout == cut
     (obj,) = gen_json(real_model, "-t", "0", "-n", "30", "--ignore-eos", "--stop", "zzz-never", "--stop", stop, "Hello")
     assert obj["text"] == cut and obj["finish_reason"] == "stop"
-    assert Tokenizer.from_folder(real_model).decode(obj["tokens"]).startswith(cut)
+    # tokens are exactly those that produced the text: the last one may run into the stop string
+    tok = Tokenizer.from_folder(real_model)
+    assert tok.decode(obj["tokens"]).startswith(cut)
+    assert len(tok.decode(obj["tokens"][:-1])) < len(cut)
+    assert obj["completion_tokens"] == len(obj["tokens"]) == len(obj["logprobs"])
 
 
 def test_num_samples_decode_together_and_print_with_separators(real_model):
@@ -165,6 +177,16 @@ def test_score_json_matches_the_engine(real_model):
     assert obj["perplexity"] == pytest.approx(np.exp(-sum(expected) / 2), rel=1e-4)
     table = run("score", "-m", real_model, "Hello world").stdout
     assert "15496" in table and '" world"' in table and "perplexity" in table
+
+
+def test_score_takes_text_as_long_as_the_context(tmp_path):
+    folder = modelfactory.write_model(tmp_path / "m", n_positions=32)
+    text = "a" * 32  # the tiny BPE has no "aa" merge: 32 tokens
+    ok = run("score", "-m", folder, "--json", text)
+    assert ok.returncode == 0, ok.stderr
+    assert len(json.loads(ok.stdout)["tokens"]) == 32
+    too_long = run("score", "-m", folder, text + "a")
+    assert too_long.returncode == 2 and "33 tokens" in too_long.stderr and "at most 32" in too_long.stderr
 
 
 def test_tokenize_prints_ids_and_json_bytes(real_model):

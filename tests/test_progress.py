@@ -37,3 +37,14 @@ def test_the_engine_reports_each_layer_of_a_prefill(tiny_model):
     plain = [int(s.tokens[0]) for s in generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3)]
     assert tokens == plain
     assert np.isfinite(model.forward(np.array([[1]]), model.new_cache(1), progress=lambda d, t: None)).all()
+
+
+def test_json_lines_never_carry_nan_or_infinity():
+    import io
+    import json
+
+    from gpt2cli.output import Writer
+
+    buffer = io.BytesIO()
+    Writer(buffer, is_tty=False).json_line({"score": float("-inf"), "xs": [1.5, float("nan")], "n": 3})
+    assert json.loads(buffer.getvalue(), parse_constant=lambda c: 1 / 0) == {"score": None, "xs": [1.5, None], "n": 3}

@@ -282,6 +282,10 @@ def invocations(draw):
     return args, stdin, prompt
 
 
+def _no_nan(constant):
+    raise AssertionError(f"{constant} in JSON output")
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=invocations())
 def test_random_options_and_prompt_bytes_never_crash(tiny_model, monkeypatch, case):
@@ -301,7 +305,7 @@ def test_random_options_and_prompt_bytes_never_crash(tiny_model, monkeypatch, ca
         assert len(errors) == 1 and r.err_lines[-1] == errors[0], r.err
     elif "--json" in args and r.out.strip():
         for line in r.out.decode("utf-8").splitlines():
-            json.loads(line)
+            json.loads(line, parse_constant=_no_nan)  # strict JSON: no NaN/Infinity, which jq rejects
 
 
 def test_fuzz_shapes_hold_through_the_real_entry_point(tiny_model):
@@ -461,7 +465,7 @@ def test_overflow_error_with_echo_prints_nothing(ctx64_model):
 
 def test_score_of_text_longer_than_the_context_is_a_usage_error(ctx64_model):
     line = assert_one_error_line(run("score", "-m", ctx64_model, LONG_PROMPT))
-    assert "200 tokens" in line and "63" in line
+    assert "200 tokens" in line and "at most 64" in line
 
 
 # --------------------------------------------------------------------------------------------
@@ -798,8 +802,31 @@ def test_weights_holding_nan_are_a_broken_checkpoint(base_model, tmp_path):
     tensors = _tensors(folder)
     tensors["wte.weight"] = np.full_like(tensors["wte.weight"], np.nan)
     _save(folder, tensors)
+    for command in (["generate", "-n", "2"], ["beam", "-n", "2", "--json"], ["score", "--json"]):
+        line = assert_one_error_line(run(*command, "-m", folder, "hi"), code=3)
+        assert REMEDY.search(line)
+
+
+def test_no_arguments_with_stderr_closed_is_still_a_usage_error():
+    p = subprocess.run([*GPT2CLI], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                       env=clean_env(), pass_fds=(), preexec_fn=lambda: os.close(2))  # fmt: skip
+    assert p.returncode == 2 and p.stdout == b""
+
+
+@pytest.mark.parametrize("args", [["generate", "-m", ""], ["download", ""]])
+def test_an_empty_model_name_is_a_usage_error(args):
+    line = assert_one_error_line(run(*args, "hi") if args[0] == "generate" else run(*args), code=2)
+    assert "empty" in line
+
+
+def test_config_whose_eos_is_not_a_token_is_a_broken_checkpoint(base_model, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(base_model, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["eos_token_id"] = 10**30
+    (folder / "config.json").write_text(json.dumps(config))
     line = assert_one_error_line(run("generate", "-m", folder, "-n", "2", "hi"), code=3)
-    assert REMEDY.search(line)
+    assert "eos_token_id" in line
 
 
 def test_debug_shows_the_traceback_of_a_usage_error_too(tmp_path):
