@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gpt2cli.decoding import check_logits
 from gpt2cli.errors import UsageError
+from gpt2cli.sampling import log_softmax
 
 F32 = np.float32
 # transformers' stand-in for "impossible": the start score of beams 1.. (so step 1 expands beam 0 only).
@@ -26,14 +27,6 @@ class Hypothesis:
     score: float  # logprob / len(tokens) ** length_penalty: transformers' `sequences_scores`
     logprob: float  # sum of the (processed) log-probabilities of `tokens`
     finish_reason: str  # "eos" or "length"
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """In place on a fresh float32 logits buffer: [B, V] -> [B, V] log-probabilities."""
-    logits -= logits.max(axis=-1, keepdims=True)  # [B, V]
-    lse = np.log(np.exp(logits).sum(axis=-1, keepdims=True))  # [B, 1]
-    logits -= lse
-    return logits
 
 
 def ban_repeated_ngrams(logprobs: np.ndarray, sequences: np.ndarray, n: int) -> None:
@@ -144,7 +137,7 @@ def beam_search(
     finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
     for step in range(1, max_new_tokens + 1):
         cur = n_prompt + step - 1  # tokens in each running sequence
-        logprobs = log_softmax(check_logits(logits))  # [beams, V] ([1, V] at step 1: every beam is the prompt)
+        logprobs = log_softmax(check_logits(logits), inplace=True)  # [beams, V] ([1, V] at step 1: every beam is the prompt)
         if no_repeat_ngram_size:
             ban_repeated_ngrams(logprobs, sequences[: logprobs.shape[0], :cur], no_repeat_ngram_size)
         vocab = logprobs.shape[1]

@@ -13,11 +13,12 @@ import numpy as np
 from gpt2cli.errors import UsageError
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    # [..., V] -> [..., V] log-probabilities, float32
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    shifted -= np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-    return shifted
+def log_softmax(logits: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """[..., V] -> [..., V] log-probabilities, float32; inplace reuses a logits buffer nobody needs."""
+    out = logits if inplace else logits.copy()
+    out -= out.max(axis=-1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    return out
 
 
 @dataclass(frozen=True)
