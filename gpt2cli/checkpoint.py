@@ -23,6 +23,7 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 # Buffers some GPT-2 checkpoints carry that are not weights (causal masks), and the tied head.
+_LAYER = re.compile(r"^h\.(\d+)\.")
 _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$|^lm_head\.weight$")
 
 _BLOCK_FIELDS = {
@@ -140,17 +141,15 @@ def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
         for name, array in _map_tensors(path).items():
             found[name.removeprefix("transformer.")] = (array, path)
     shapes = expected_shapes(cfg)
-    for name, (array, path) in found.items():
-        if name in shapes or _IGNORED.match(name):
-            continue
-        layer = re.match(r"^h\.(\d+)\.", name)
-        if layer and int(layer.group(1)) >= cfg.n_layer:
+    layer_of = {name: int(m.group(1)) for name in found if (m := _LAYER.match(name))}
+    for name, layer in layer_of.items():
+        if layer >= cfg.n_layer and not _IGNORED.match(name):
             raise CheckpointError(
-                f"{path}: holds tensor {name!r} but config.json says n_layer={cfg.n_layer}; "
+                f"{found[name][1]}: holds tensor {name!r} but config.json says n_layer={cfg.n_layer}; "
                 "the config contradicts the weights: re-download the model"
             )
     where = ", ".join(sorted({str(p) for _, p in found.values()})) or str(folder)
-    layers = {int(m.group(1)) for m in (re.match(r"^h\.(\d+)\.", name) for name in found) if m}
+    layers = set(layer_of.values())
     if layers and max(layers) + 1 < cfg.n_layer:
         # Whole layers absent: say that the two disagree rather than name one missing tensor.
         raise CheckpointError(

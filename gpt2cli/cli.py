@@ -119,8 +119,8 @@ def read_prompt(prompt: Optional[str]) -> str:
     PROMPT `-` or omitted reads stdin; a terminal on stdin with no PROMPT means an empty prompt.
     """
     parts = []
-    stdin_is_tty = sys.stdin is None or sys.stdin.isatty()
-    if prompt == "-" or (not stdin_is_tty and sys.stdin is not None):
+    stdin_piped = sys.stdin is not None and not sys.stdin.isatty()
+    if prompt == "-" or stdin_piped:
         try:
             raw = sys.stdin.buffer.read() if sys.stdin is not None else b""
         except OSError as e:  # e.g. EIO from a terminal that went away
@@ -196,12 +196,11 @@ def generate(
     offline: OfflineOpt = False,
 ) -> None:
     """Continue a prompt, streaming the new text to stdout as it is generated."""
-    from gpt2cli.decoding import OVERFLOW_MODES, SampleText, generate as decode
+    from gpt2cli.decoding import SampleText, check_overflow_mode, generate as decode
     from gpt2cli.sampling import Sampler, SamplingOptions
     from gpt2cli.tokenizer import Detokenizer
 
-    if on_overflow not in OVERFLOW_MODES:
-        raise UsageError(f"--on-overflow must be one of {', '.join(OVERFLOW_MODES)}, got {on_overflow!r}")
+    check_overflow_mode(on_overflow)  # before the model loads, so a typo fails at once
     sampler = Sampler(SamplingOptions(temperature, top_k, top_p), seed)
     text = read_prompt(prompt)
     loaded = load(model, revision, weights_dir, offline)
@@ -387,14 +386,14 @@ EarlyStoppingOpt = Annotated[
 _EARLY_STOPPING = {"true": True, "false": False, "never": "never"}
 
 
-def _hypothesis_json(loaded: Loaded, tokens: list[int], logprob: float, length_penalty: float, finish_reason: str) -> dict:
+def _hypothesis_json(loaded: Loaded, tokens: list[int], score: float, logprob: float, finish_reason: str) -> dict:
     """One decoding in the beam command's JSON shape; the text leaves out a final <|endoftext|>."""
     eos = loaded.model.config.eos_token_id
     shown = tokens[:-1] if tokens and tokens[-1] == eos else tokens
     return {
         "text": loaded.tokenizer.decode(shown),
         "tokens": tokens,
-        "score": logprob / len(tokens) ** length_penalty,
+        "score": score,
         "logprob": logprob,
         "finish_reason": finish_reason,
     }
@@ -416,12 +415,13 @@ def _decode_one(loaded: Loaded, ids: list[int], sampler, max_tokens: int, length
                 break
     finally:
         steps.close()
-    return _hypothesis_json(loaded, tokens, math.fsum(logprobs), length_penalty, reason)
+    logprob = math.fsum(logprobs)
+    return _hypothesis_json(loaded, tokens, logprob / len(tokens) ** length_penalty, logprob, reason)
 
 
 @app.command(
     epilog="Examples:\n\n"
-    "  gpt2cli beam -m ./weights/gpt2 \"The meaning of life is\"\n\n"
+    "  gpt2cli beam \"The meaning of life is\"\n\n"
     "  gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"\n\n"
     "  echo \"Hello\" | gpt2cli beam --no-compare > best.txt\n\n"
     "  gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
@@ -487,9 +487,7 @@ def beam(
         early_stopping=stopping, no_repeat_ngram_size=no_repeat_ngram,
         eos_token_id=loaded.model.config.eos_token_id, num_return=num_return, prefill_progress=prefill_progress(),
     )  # fmt: skip
-    found = [_hypothesis_json(loaded, h.tokens, h.logprob, length_penalty, h.finish_reason) for h in hyps]
-    for entry, h in zip(found, hyps):
-        entry["score"] = h.score  # transformers' own float32 value
+    found = [_hypothesis_json(loaded, h.tokens, h.score, h.logprob, h.finish_reason) for h in hyps]
     if not (json_out or table):
         out.write(found[0]["text"])  # piped: only the best beam, ready for the next program
         out.end()

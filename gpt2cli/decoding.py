@@ -34,12 +34,17 @@ def check_logits(logits: np.ndarray) -> np.ndarray:
     return logits
 
 
+def check_overflow_mode(mode: str) -> str:
+    if mode not in OVERFLOW_MODES:
+        raise UsageError(f"--on-overflow must be one of {', '.join(OVERFLOW_MODES)}, got {mode!r}")
+    return mode
+
+
 def fit_prompt(
     prompt: list[int], n_ctx: int, max_new_tokens: int, mode: str, warn: Callable[[str], None]
 ) -> list[int]:
     """The prompt as the model will see it under the overflow mode; raises for `error` mode."""
-    if mode not in OVERFLOW_MODES:
-        raise UsageError(f"--on-overflow must be one of {', '.join(OVERFLOW_MODES)}, got {mode!r}")
+    check_overflow_mode(mode)
     n = len(prompt)
     if mode == "error":
         if n + max_new_tokens > n_ctx:
