@@ -382,12 +382,19 @@ class Worker:
 # ---------------------------------------------------------------------------------------------
 # Cases
 # ---------------------------------------------------------------------------------------------
+# Idle time before each timed request. Both BLAS runtimes keep their threads spinning for a while
+# after a product (OpenBLAS ~0.1 s, OpenMP up to 0.2 s) in case more work comes; a request that
+# starts right after the other side's would share the cores with those spinners.
+SETTLE_SECONDS = 0.3
+
+
 def alternate(workers: dict[str, Worker], reps: int, case: str, **kw) -> dict[str, list[dict]]:
     """Runs the case on both sides reps times, alternating which side goes first."""
     runs: dict[str, list[dict]] = {side: [] for side in workers}
     order = list(workers)
     for rep in range(reps):
         for side in order if rep % 2 == 0 else order[::-1]:
+            time.sleep(SETTLE_SECONDS)
             runs[side].append(workers[side].ask(case, **kw))
     return runs
 

@@ -8,11 +8,13 @@ as possible to those matrix-vector products; the choices below were made by meas
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from gpt2cli import threads
 from gpt2cli.config import GPT2Config
 
 F32 = np.float32
@@ -37,6 +39,10 @@ _BLOCK_FLOATS = 512 * 1024
 # A prompt's causal attention runs in tiles of this many queries, each against only the keys it can
 # see, which skips nearly half of the score matrix.
 _QUERY_TILE = 128
+# From this many rows (tokens x batch) on, attention (by heads), GELU and layer norms run split over
+# the engine's threads (gpt2cli.threads): a 512-token prefill's attention took 75 ms instead of 112
+# on 2 cores. Below it, handing work to a thread costs more than it saves.
+_SPLIT_ROWS = 32
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,22 @@ def _row_slices(n_rows: int, row_len: int, floats: int) -> list[slice]:
     return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, *, split: bool = False) -> np.ndarray:
+    # [..., n_embd] -> [..., n_embd] (a new array); split: in row parts on the engine's threads
+    n = x.shape[-1]
+    if split:
+        rows = x.reshape(-1, n)  # [N, n_embd]
+        out = np.empty_like(rows)  # [N, n_embd]
+
+        def part(start: int, stop: int) -> None:
+            out[start:stop] = _layer_norm_rows(rows[start:stop], weight, bias, eps)
+
+        threads.split(part, len(rows))
+        return out.reshape(x.shape)
+    return _layer_norm_rows(x, weight, bias, eps)
+
+
+def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     # [..., n_embd] -> [..., n_embd] (a new array)
     n = x.shape[-1]
     if x.size == n:  # one row (decoding): scalar statistics, 6 array operations in all
@@ -148,7 +169,12 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) 
 
 def gelu_new(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """GPT-2's tanh GELU of x (+ bias), in place on x (a fresh activation buffer): [..., n] -> [..., n]."""
-    rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)  # [N, n] view
+    _gelu_rows(x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1), bias)
+    return x
+
+
+def _gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
+    # [N, n] (any strides), in place
     scratch = np.empty((min(len(rows), max(1, _SLICE_FLOATS // rows.shape[1])), rows.shape[1]), F32)
     for part in _row_slices(len(rows), rows.shape[1], _SLICE_FLOATS):
         xs = rows[part]  # [r, n]
@@ -164,7 +190,6 @@ def gelu_new(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
         t *= F32(0.5)
         t += F32(0.5)
         xs *= t
-    return x
 
 
 def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -184,6 +209,32 @@ def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     out = matmul(x, weight)
     out += bias
     return out
+
+
+def split_linear(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, gelu: bool = False, add_to: np.ndarray | None = None
+) -> np.ndarray:
+    """A long prompt's x @ weight (+ bias) (then GELU), in column parts on the engine's threads.
+
+    [N, n_in] @ [n_in, n_out] -> [N, n_out]: a new array, or added into add_to (the residual stream)
+    and add_to returned. Each part runs one single-threaded GEMM on its columns of the weight (so it
+    packs only those) and finishes them while they are in its cache.
+    """
+    out = np.empty((x.shape[0], weight.shape[1]), F32) if add_to is None else None  # [N, n_out]
+
+    def part(c0: int, c1: int) -> None:
+        y = np.matmul(x, weight[:, c0:c1])  # [N, c1-c0]
+        if gelu:
+            _gelu_rows(y, None if bias is None else bias[c0:c1])
+        elif bias is not None:
+            y += bias[c0:c1]
+        if add_to is not None:
+            add_to[:, c0:c1] += y
+        else:
+            out[:, c0:c1] = y
+
+    threads.split(part, weight.shape[1], calls_blas=True)
+    return out if add_to is None else add_to
 
 
 def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
@@ -245,43 +296,61 @@ class GPT2Model:
             self._masks[t] = mask
         return mask
 
-    def _attention(self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, b: int, t: int) -> np.ndarray:
-        # [B*T, 3*n_embd] (c_attn's product, its bias not yet added) -> [B*T, n_embd]
+    def _attention(
+        self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, *, split: bool = False
+    ) -> np.ndarray:
+        # [B*T, 3*n_embd] (c_attn's product, its bias not yet added) for positions past.. -> [B*T, n_embd]
         cfg = self.config
-        past = cache.length
         qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
         bias = bias.reshape(3, cfg.n_head, cfg.head_dim)  # [3, n_head, head_dim]
-        q = qkv[:, :, 0]  # [B, T, n_head, head_dim]
-        q += bias[0]
-        q *= self._scale
-        q = q.transpose(0, 2, 1, 3)  # [B, n_head, T, head_dim]
-        k = cache.k[layer, :, :, : past + t]  # [B, n_head, past+T, head_dim]
-        v = cache.v[layer, :, :, : past + t]  # [B, n_head, past+T, head_dim]
-        # the bias add is the copy into the cache
-        np.add(qkv[:, :, 1].transpose(0, 2, 1, 3), bias[1][:, None], out=k[:, :, past:])
-        np.add(qkv[:, :, 2].transpose(0, 2, 1, 3), bias[2][:, None], out=v[:, :, past:])
         out = np.empty((b, t, cfg.n_head, cfg.head_dim), F32)  # [B, T, n_head, head_dim]
-        heads_out = out.transpose(0, 2, 1, 3)  # [B, n_head, T, head_dim] view
+        if split:  # a prompt: heads in parts on the engine's threads
+            threads.split(lambda h0, h1: self._attend_heads(qkv, bias, layer, cache, past, out, h0, h1), cfg.n_head, calls_blas=True)
+        else:
+            self._attend_heads(qkv, bias, layer, cache, past, out, 0, cfg.n_head)
+        return out.reshape(b * t, cfg.n_embd)
+
+    def _attend_heads(
+        self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int, out: np.ndarray, h0: int, h1: int
+    ) -> None:
+        """Attention of heads h0:h1: their keys and values into the cache, their outputs into out."""
+        # qkv [B, T, 3, n_head, head_dim], bias [3, n_head, head_dim] -> out[:, :, h0:h1] [B, T, heads, head_dim]
+        t = qkv.shape[1]
+        heads = slice(h0, h1)
+        q = qkv[:, :, 0, heads]  # [B, T, heads, head_dim]
+        q += bias[0, heads]
+        q *= self._scale
+        q = q.transpose(0, 2, 1, 3)  # [B, heads, T, head_dim]
+        k = cache.k[layer, :, heads, : past + t]  # [B, heads, past+T, head_dim]
+        v = cache.v[layer, :, heads, : past + t]  # [B, heads, past+T, head_dim]
+        # the bias add is the copy into the cache
+        np.add(qkv[:, :, 1, heads].transpose(0, 2, 1, 3), bias[1, heads][:, None], out=k[:, :, past:])
+        np.add(qkv[:, :, 2, heads].transpose(0, 2, 1, 3), bias[2, heads][:, None], out=v[:, :, past:])
+        heads_out = out[:, :, heads].transpose(0, 2, 1, 3)  # [B, heads, T, head_dim] view
         if t == 1:  # decoding: the new query sees every key
-            scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, n_head, 1, past+1]
+            scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, heads, 1, past+1]
             np.matmul(softmax_inplace(scores), v, out=heads_out)
-            return out.reshape(b, cfg.n_embd)
+            return
         for start in range(0, t, _QUERY_TILE):
             stop = min(t, start + _QUERY_TILE)
             seen = past + stop  # keys the tile's last query sees
-            scores = np.matmul(q[:, :, start:stop], k[:, :, :seen].transpose(0, 1, 3, 2))  # [B, n_head, tile, seen]
+            scores = np.matmul(q[:, :, start:stop], k[:, :, :seen].transpose(0, 1, 3, 2))  # [B, heads, tile, seen]
             scores[..., past + start :] += self._tile_mask(stop - start)
             scores -= scores.max(axis=-1, keepdims=True)
             np.exp(scores, out=scores)
-            total = scores.sum(axis=-1, keepdims=True)  # [B, n_head, tile, 1]
-            tile_out = heads_out[:, :, start:stop]  # [B, n_head, tile, head_dim] view
+            total = scores.sum(axis=-1, keepdims=True)  # [B, heads, tile, 1]
+            tile_out = heads_out[:, :, start:stop]  # [B, heads, tile, head_dim] view
             np.matmul(scores, v[:, :, :seen], out=tile_out)
             tile_out /= total  # normalizing the [tile, head_dim] output, not the [tile, seen] scores
-        return out.reshape(b * t, cfg.n_embd)
 
-    def hidden_states(self, tokens: np.ndarray, cache: KVCache, progress: Progress | None = None) -> np.ndarray:
+    def hidden_states(
+        self, tokens: np.ndarray, cache: KVCache, progress: Progress | None = None, *, last_only: bool = False
+    ) -> np.ndarray:
         """Runs the transformer over tokens, appending them to the cache: [B, T] -> [B, T, n_embd].
 
+        last_only: the hidden state of the last position only, [B, 1, n_embd]. The last layer then
+        computes just the keys and values of the other positions (all the cache needs): for a
+        512-token prompt that skips 3 of the last layer's 4 products and most of its attention.
         progress(layers_done, n_layer) is called after each layer, for a caller that shows long prefills.
         """
         cfg = self.config
@@ -295,18 +364,70 @@ class GPT2Model:
         x = self._wte[tokens.reshape(-1)]  # [B*T, n_embd]
         positions = x.reshape(b, t, -1)  # [B, T, n_embd] view
         positions += self._wpe[past : past + t]
-        eps = self._eps
-        for layer, blk in enumerate(self._blocks):
+        split = self.splits(b * t)
+        shortcut = last_only and t > 1
+        full_layers = cfg.n_layer - 1 if shortcut else cfg.n_layer
+        with threads.one_blas_thread() if split else nullcontext():
+            for layer in range(full_layers):
+                self._layer(x, layer, cache, b, t, past, split)
+                if progress is not None:
+                    progress(layer + 1, cfg.n_layer)
+            if shortcut:
+                head = x.reshape(b, t, -1)[:, :-1].reshape(b * (t - 1), -1)  # [B*(T-1), n_embd]
+                self._store_kv(head, full_layers, cache, b, t - 1, past, split)
+        if shortcut:  # the last position alone through the last layer, as a decoding step does it
+            x = np.ascontiguousarray(positions[:, -1])  # [B, n_embd]
+            self._layer(x, full_layers, cache, b, 1, past + t - 1, split=False)
+            if progress is not None:
+                progress(cfg.n_layer, cfg.n_layer)
+            t = 1
+        cache.length = past + tokens.shape[1]
+        return layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps, split=split and t > 1).reshape(b, t, cfg.n_embd)
+
+    @staticmethod
+    def splits(rows: int) -> bool:
+        """Whether a forward pass over this many rows runs split over the engine's threads.
+
+        Only where OpenBLAS can be held to one thread for the whole pass: while OpenBLAS's own
+        threads still spin after a product of theirs, a Python thread beside them slows both down
+        (a prefill's attention measured 15% slower split than not).
+        """
+        return rows >= _SPLIT_ROWS and threads.workers() > 1 and threads.can_pin_blas()
+
+    def _layer(self, x: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, split: bool) -> None:
+        """One transformer layer over positions past..past+T-1; updates the residual stream x in place.
+
+        split: every step in parts on the engine's threads (a long prompt, BLAS held to one thread).
+        """
+        # x [B*T, n_embd]
+        blk, eps = self._blocks[layer], self._eps
+        if not split:
             h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps)  # [B*T, n_embd]
             qkv = matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
-            x += linear(self._attention(qkv, blk.c_attn_bias, layer, cache, b, t), blk.attn_c_proj_weight, blk.attn_c_proj_bias)
+            attn = self._attention(qkv, blk.c_attn_bias, layer, cache, b, t, past)  # [B*T, n_embd]
+            x += linear(attn, blk.attn_c_proj_weight, blk.attn_c_proj_bias)
             h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps)  # [B*T, n_embd]
             fc = gelu_new(matmul(h, blk.c_fc_weight), blk.c_fc_bias)  # [B*T, 4*n_embd]
             x += linear(fc, blk.mlp_c_proj_weight, blk.mlp_c_proj_bias)
-            if progress is not None:
-                progress(layer + 1, cfg.n_layer)
-        cache.length = past + t
-        return layer_norm(x, self._ln_f[0], self._ln_f[1], eps).reshape(b, t, cfg.n_embd)  # [B, T, n_embd]
+            return
+        h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps, split=True)  # [B*T, n_embd]
+        qkv = split_linear(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
+        attn = self._attention(qkv, blk.c_attn_bias, layer, cache, b, t, past, split=True)  # [B*T, n_embd]
+        split_linear(attn, blk.attn_c_proj_weight, blk.attn_c_proj_bias, add_to=x)
+        h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps, split=True)  # [B*T, n_embd]
+        fc = split_linear(h, blk.c_fc_weight, blk.c_fc_bias, gelu=True)  # [B*T, 4*n_embd]
+        split_linear(fc, blk.mlp_c_proj_weight, blk.mlp_c_proj_bias, add_to=x)
+
+    def _store_kv(self, x: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, split: bool) -> None:
+        """Only the keys and values of one layer for positions past..past+T-1, into the cache."""
+        # x [B*T, n_embd] (the residual stream entering the layer)
+        cfg, blk = self.config, self._blocks[layer]
+        h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, self._eps, split=split)  # [B*T, n_embd]
+        qkv = split_linear(h, blk.c_attn_weight) if split else matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
+        qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
+        bias = blk.c_attn_bias.reshape(3, cfg.n_head, cfg.head_dim)  # [3, n_head, head_dim]
+        for cache_part, i in ((cache.k, 1), (cache.v, 2)):
+            np.add(qkv[:, :, i].transpose(0, 2, 1, 3), bias[i][:, None], out=cache_part[layer, :, :, past : past + t])
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         # [..., n_embd] @ wte.T -> [..., vocab_size]
@@ -328,7 +449,6 @@ class GPT2Model:
         self, tokens: np.ndarray, cache: KVCache, *, all_logits: bool = False, progress: Progress | None = None
     ) -> np.ndarray:
         """Appends tokens [B, T] to the cache; logits of the last position [B, V] (or all: [B, T, V])."""
-        h = self.hidden_states(tokens, cache, progress)  # [B, T, n_embd]
         if all_logits:
-            return self.logits(h)  # [B, T, V]
-        return self.logits(h[:, -1])  # [B, V]
+            return self.logits(self.hidden_states(tokens, cache, progress))  # [B, T, V]
+        return self.logits(self.hidden_states(tokens, cache, progress, last_only=True)[:, -1])  # [B, V]

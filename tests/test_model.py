@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import modelfactory
+from gpt2cli import threads
 from gpt2cli.checkpoint import load_model
 from gpt2cli.model import gelu_new
 from reference import load_reference
@@ -34,21 +35,35 @@ def torch_logits(ref, ids, past=None):
     return out.logits.numpy(), out.past_key_values
 
 
-def test_prefill_and_cached_decode_match_transformers(pair):
+@pytest.fixture(params=["split", "one-thread"])
+def engine_threads(request):
+    """The prompt's forward pass split over two threads, or all of it on the caller."""
+    threads.set_workers(2 if request.param == "split" else 1)
+    yield request.param
+    threads.set_workers(None)
+
+
+def test_prefill_and_cached_decode_match_transformers(pair, engine_threads):
     ours, ref = pair
     rng = np.random.default_rng(0)
     ids = rng.integers(0, ours.config.vocab_size, (2, 60))
+    theirs, past = torch_logits(ref, ids)
     cache = ours.new_cache(2)
     logits = ours.forward(ids, cache, all_logits=True)
-    theirs, past = torch_logits(ref, ids)
     assert logits.dtype == np.float32
     assert np.abs(logits - theirs).max() < 1e-4
+    # the usual prefill: the last layer runs only the last position, plus the others' keys and values
+    last_cache = ours.new_cache(2)
+    last = ours.forward(ids, last_cache)
+    assert last.shape == (2, ours.config.vocab_size)
+    assert np.abs(last - theirs[:, -1]).max() < 1e-4
     for _ in range(30):
         step = rng.integers(0, ours.config.vocab_size, (2, 1))
-        logits = ours.forward(step, cache)
         theirs, past = torch_logits(ref, step, past)
-        assert logits.shape == (2, ours.config.vocab_size)
-        assert np.abs(logits - theirs[:, -1]).max() < 1e-4
+        for c in (cache, last_cache):
+            logits = ours.forward(step, c)
+            assert logits.shape == (2, ours.config.vocab_size)
+            assert np.abs(logits - theirs[:, -1]).max() < 1e-4
 
 
 def test_greedy_continuation_is_token_identical_over_50_tokens(pair):

@@ -1,0 +1,131 @@
+"""The engine's threads: split() really runs parts at once, BLAS is held to one thread meanwhile,
+and a prompt's forward pass gives the same numbers split as on one thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import modelfactory
+from gpt2cli import model as engine
+from gpt2cli import threads
+from gpt2cli.checkpoint import load_model
+
+
+@pytest.fixture(autouse=True)
+def default_workers():
+    yield
+    threads.set_workers(None)
+
+
+def numpy_uses_openblas() -> bool:
+    config = getattr(np, "__config__", None)
+    blas = getattr(config, "CONFIG", {}).get("Build Dependencies", {}).get("blas", {})
+    return "openblas" in str(blas.get("name", "")).lower()
+
+
+def test_split_covers_every_item_once_with_parts_running_at_once():
+    threads.set_workers(2)
+    seen: list[tuple[int, int, int]] = []
+    both_inside = threading.Barrier(2, timeout=5)  # fails unless two parts are inside at the same time
+
+    def part(start: int, stop: int) -> None:
+        both_inside.wait()
+        seen.append((start, stop, threading.get_ident()))
+
+    threads.split(part, 11)
+    assert sorted((a, b) for a, b, _ in seen) == [(0, 5), (5, 11)]
+    assert len({ident for _, _, ident in seen}) == 2
+    assert threading.get_ident() in {ident for _, _, ident in seen}  # the caller runs a part itself
+
+
+def test_one_worker_runs_everything_on_the_caller():
+    threads.set_workers(1)
+    calls = []
+    threads.split(lambda a, b: calls.append((a, b, threading.get_ident())), 7)
+    assert calls == [(0, 7, threading.get_ident())]
+
+
+@pytest.mark.parametrize("failing_part", [0, 1])
+def test_an_exception_in_any_part_reaches_the_caller_after_every_part_ended(failing_part):
+    threads.set_workers(2)
+    finished = []
+
+    def part(start: int, stop: int) -> None:
+        if (start == 0) == (failing_part == 0):
+            raise ValueError(f"part {failing_part} failed")
+        time.sleep(0.05)
+        finished.append(start)
+
+    with pytest.raises(ValueError, match=f"part {failing_part} failed"):
+        threads.split(part, 2)
+    assert len(finished) == 1  # the other part was waited for, not abandoned mid-write
+    out = []
+    threads.split(lambda a, b: out.append(b - a), 4)  # and the pool still works
+    assert sorted(out) == [2, 2]
+
+
+@pytest.mark.skipif(not numpy_uses_openblas(), reason="numpy is not built with OpenBLAS here")
+def test_openblas_is_held_to_one_thread_inside_and_restored_after():
+    assert threads.can_pin_blas(), "numpy's OpenBLAS has no openblas_set_num_threads_local (needs >= 0.3.27)"
+    before = threads.blas_threads()
+    inside = []
+    threads.set_workers(2)
+    threads.split(lambda a, b: inside.append(threads.blas_threads()), 2, calls_blas=True)
+    assert inside == [1, 1]
+    assert threads.blas_threads() == before
+    with threads.one_blas_thread():
+        assert threads.blas_threads() == 1
+        assert threads.workers() == 2  # the parts still follow the count OpenBLAS had
+    assert threads.blas_threads() == before
+
+
+@pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    return load_model(modelfactory.write_model(tmp_path_factory.mktemp("m") / "m", n_layer=3, n_head=4, n_embd=64, seed=3))
+
+
+@pytest.mark.skipif(not numpy_uses_openblas(), reason="the split pass needs OpenBLAS's thread control")
+def test_a_prompt_split_over_threads_gives_the_one_thread_numbers(wide_model, monkeypatch):
+    ids = np.random.default_rng(0).integers(0, wide_model.config.vocab_size, (2, 50))
+    threads.set_workers(1)
+    serial_cache = wide_model.new_cache(2)
+    serial = wide_model.forward(ids, serial_cache, all_logits=True)
+
+    threads.set_workers(2)
+    used = []
+    real_split = threads.split
+    monkeypatch.setattr(threads, "split", lambda fn, n, **kw: (used.append(kw.get("calls_blas", False)), real_split(fn, n, **kw)))
+    split_cache = wide_model.new_cache(2)
+    split = wide_model.forward(ids, split_cache, all_logits=True)
+    assert used.count(True) >= 4 * 3 and False in used  # products and attention, and layer norms, were split
+    assert split.dtype == np.float32 and split_cache.k.dtype == np.float32
+    np.testing.assert_allclose(split, serial, atol=1e-5)
+    np.testing.assert_allclose(split_cache.k[:, :, :, :50], serial_cache.k[:, :, :, :50], atol=1e-6)
+    np.testing.assert_allclose(split_cache.v[:, :, :, :50], serial_cache.v[:, :, :, :50], atol=1e-6)
+
+
+def test_short_inputs_and_decoding_never_split(wide_model, monkeypatch):
+    threads.set_workers(2)
+    monkeypatch.setattr(threads, "split", lambda *a, **k: pytest.fail("split for a short input"))
+    cache = wide_model.new_cache(1)
+    wide_model.forward(np.arange(engine._SPLIT_ROWS - 1)[None], cache)
+    wide_model.forward(np.array([[3]]), cache)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_last_position_prefill_equals_the_full_one_and_fills_the_same_cache(wide_model, workers):
+    threads.set_workers(workers)
+    ids = np.random.default_rng(1).integers(0, wide_model.config.vocab_size, (3, 40))
+    full_cache, last_cache = wide_model.new_cache(3), wide_model.new_cache(3)
+    full = wide_model.forward(ids, full_cache, all_logits=True)  # [3, 40, V]
+    last = wide_model.forward(ids, last_cache)  # [3, V]
+    np.testing.assert_allclose(last, full[:, -1], atol=1e-5)
+    assert last_cache.length == full_cache.length == 40
+    np.testing.assert_allclose(last_cache.k, full_cache.k, atol=1e-6)
+    np.testing.assert_allclose(last_cache.v, full_cache.v, atol=1e-6)
+    h = wide_model.hidden_states(ids[:, :5], wide_model.new_cache(3), last_only=True)
+    assert h.shape == (3, 1, wide_model.config.n_embd) and h.dtype == np.float32
