@@ -180,7 +180,8 @@ def beam_search(
 
         # At step 1 every cache row holds the same prompt, so the parents need no copying.
         if step > 1 and not np.array_equal(parents, identity):
-            cache.reorder(parents)
+            same = sequences[:, :cur] == sequences[parents, :cur]  # [beams, cur]
+            cache.reorder(parents, same_prefix=np.where(same.all(axis=1), cur, same.argmin(axis=1)))
             sequences = sequences[parents]
         sequences[:, cur] = tokens
         logits = model.forward(tokens[:, None], cache)  # [beams, V]

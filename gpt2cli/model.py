@@ -105,13 +105,20 @@ class KVCache:
         out.length = self.length
         return out
 
-    def reorder(self, rows: np.ndarray) -> None:
-        """Row b becomes the old row rows[b] (beam search following the chosen parents), in place."""
+    def reorder(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
+        """Row b becomes the old row rows[b] (beam search following the chosen parents), in place.
+
+        same_prefix[b]: how many leading positions row b already holds exactly as its parent does (a
+        position's keys and values depend only on the tokens up to it, so rows whose sequences agree
+        there agree there too); only the positions after that are copied. Beams mostly share all
+        but their last few tokens, so most of the cache stays where it is.
+        """
         n = self.length
+        start = {row: 0 for row in range(self.batch)} if same_prefix is None else dict(enumerate(np.asarray(same_prefix).tolist()))
         # Copies row by row, each straight from its parent: a row is overwritten only once no other row
         # still needs its old contents, and a cycle (rows swapping parents) parks one row in a copy.
-        # Rows that keep their own parent are not touched. Half the memory traffic of a gather.
-        parent_of = {row: int(p) for row, p in enumerate(np.asarray(rows).tolist()) if p != row}
+        # Rows that keep their own parent are not touched.
+        parent_of = {row: int(p) for row, p in enumerate(np.asarray(rows).tolist()) if p != row and start[row] < n}
         parked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         while parent_of:
             still_read = set(parent_of.values())
@@ -121,8 +128,9 @@ class KVCache:
                     parked[row] = (self.k[:, row, :, :n].copy(), self.v[:, row, :, :n].copy())
                 p = parent_of.pop(row)
                 k, v = parked[p] if p in parked else (self.k[:, p, :, :n], self.v[:, p, :, :n])
-                self.k[:, row, :, :n] = k
-                self.v[:, row, :, :n] = v
+                first = start[row]
+                self.k[:, row, :, first:n] = k[:, :, first:n]
+                self.v[:, row, :, first:n] = v[:, :, first:n]
 
 
 def _row_slices(n_rows: int, row_len: int, floats: int) -> list[slice]:
@@ -301,6 +309,8 @@ class GPT2Model:
     ) -> np.ndarray:
         # [B*T, 3*n_embd] (c_attn's product, its bias not yet added) for positions past.. -> [B*T, n_embd]
         cfg = self.config
+        if t == 1:
+            return self._decode_attention(qkv, bias, layer, cache, past)
         qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
         bias = bias.reshape(3, cfg.n_head, cfg.head_dim)  # [3, n_head, head_dim]
         out = np.empty((b, t, cfg.n_head, cfg.head_dim), F32)  # [B, T, n_head, head_dim]
@@ -309,6 +319,27 @@ class GPT2Model:
         else:
             self._attend_heads(qkv, bias, layer, cache, past, out, 0, cfg.n_head)
         return out.reshape(b * t, cfg.n_embd)
+
+    def _decode_attention(self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int) -> np.ndarray:
+        """One new position per row: its key and value into the cache, its query against every key.
+
+        As few numpy calls as possible (a decoding step runs this once per layer): one bias add for
+        q, k and v together, the cache writes as two assignments, and [B, heads, 1, head_dim]
+        results that are already the [B, n_embd] output.
+        """
+        # qkv [B, 3*n_embd] (bias not yet added) -> [B, n_embd]
+        cfg = self.config
+        b = qkv.shape[0]
+        qkv += bias
+        q = qkv[:, : cfg.n_embd].reshape(b, cfg.n_head, 1, cfg.head_dim)  # [B, n_head, 1, head_dim] view
+        q *= self._scale
+        kv = qkv[:, cfg.n_embd :].reshape(b, 2, cfg.n_head, cfg.head_dim)  # [B, 2, n_head, head_dim] view
+        cache.k[layer, :, :, past] = kv[:, 0]
+        cache.v[layer, :, :, past] = kv[:, 1]
+        k = cache.k[layer, :, :, : past + 1]  # [B, n_head, past+1, head_dim]
+        scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, n_head, 1, past+1]
+        out = np.matmul(softmax_inplace(scores), cache.v[layer, :, :, : past + 1])  # [B, n_head, 1, head_dim]
+        return out.reshape(b, cfg.n_embd)
 
     def _attend_heads(
         self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int, out: np.ndarray, h0: int, h1: int
@@ -327,10 +358,6 @@ class GPT2Model:
         np.add(qkv[:, :, 1, heads].transpose(0, 2, 1, 3), bias[1, heads][:, None], out=k[:, :, past:])
         np.add(qkv[:, :, 2, heads].transpose(0, 2, 1, 3), bias[2, heads][:, None], out=v[:, :, past:])
         heads_out = out[:, :, heads].transpose(0, 2, 1, 3)  # [B, heads, T, head_dim] view
-        if t == 1:  # decoding: the new query sees every key
-            scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, heads, 1, past+1]
-            np.matmul(softmax_inplace(scores), v, out=heads_out)
-            return
         for start in range(0, t, _QUERY_TILE):
             stop = min(t, start + _QUERY_TILE)
             seen = past + stop  # keys the tile's last query sees

@@ -180,6 +180,7 @@ class RecordingModel:
         self.model, self.config = model, model.config
         self.forwards: list[tuple[int, int]] = []
         self.reorders: list[list[int]] = []
+        self.copied_positions: list[int] = []  # per reorder: positions copied, summed over rows
         self.caches: list = []
 
     def new_cache(self, batch=1, capacity=None):
@@ -191,7 +192,15 @@ class RecordingModel:
         self.forwards.append(tokens.shape)
         if cache.batch > 1 and not hasattr(cache, "_recorded"):
             reorder = cache.reorder
-            cache.reorder = lambda rows: (self.reorders.append(np.asarray(rows).tolist()), reorder(rows))[1]
+
+            def recorded(rows, same_prefix=None):
+                self.reorders.append(np.asarray(rows).tolist())
+                moved = [r for r, p in enumerate(self.reorders[-1]) if p != r]
+                first = np.zeros(cache.batch, int) if same_prefix is None else np.asarray(same_prefix)
+                self.copied_positions.append(sum(cache.length - int(first[r]) for r in moved))
+                return reorder(rows, same_prefix=same_prefix)
+
+            cache.reorder = recorded
             cache._recorded = True
         return self.model.forward(tokens, cache, **kw)
 
@@ -208,6 +217,9 @@ def test_beams_decode_as_one_batch_and_reorder_only_when_parents_move(models):
     assert len(spy.forwards) == 20  # the final step's choices need no forward pass
     assert spy.reorders, "parents never moved: the test proves nothing"
     assert all(rows != list(range(4)) for rows in spy.reorders)
+    # only what differs from the parent is copied: never the 7 prompt positions
+    moved_rows = sum(sum(p != r for r, p in enumerate(rows)) for rows in spy.reorders)
+    assert sum(spy.copied_positions) <= moved_rows * (20 - 1)
 
 
 @pytest.mark.parametrize(

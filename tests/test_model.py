@@ -115,6 +115,25 @@ def test_fp16_weights_are_upcast_and_fp32_weights_are_memory_mapped(tmp_path):
     assert not fp32.weights.wte.flags.writeable
 
 
+def test_reorder_copies_only_the_positions_after_the_shared_prefix():
+    from gpt2cli.config import GPT2Config
+    from gpt2cli.model import KVCache
+
+    cfg = GPT2Config(vocab_size=10, n_positions=8, n_embd=4, n_layer=2, n_head=2)
+    cache = KVCache(cfg, batch=4, capacity=8)
+    cache.length = 6
+    cache.k[:] = np.arange(4, dtype=np.float32)[None, :, None, None, None]  # row r holds r everywhere
+    cache.v[:] = -cache.k
+    # rows 0 and 1 swap (a cycle), row 2 takes row 0's old contents, row 3 stays
+    cache.reorder(np.array([1, 0, 0, 3]), same_prefix=np.array([2, 3, 4, 0]))
+    expect = {0: [0, 0, 1, 1, 1, 1], 1: [1, 1, 1, 0, 0, 0], 2: [2, 2, 2, 2, 0, 0], 3: [3] * 6}
+    for row, values in expect.items():
+        np.testing.assert_array_equal(cache.k[:, row, :, :6, :], np.broadcast_to(np.array(values, np.float32)[:, None], (2, 2, 6, 2)))
+        np.testing.assert_array_equal(cache.v[:, row, :, :6, :], -cache.k[:, row, :, :6, :])
+    # nothing past the length is touched
+    np.testing.assert_array_equal(cache.k[:, :, :, 6:], np.broadcast_to(np.arange(4, dtype=np.float32)[None, :, None, None, None], (2, 4, 2, 2, 2)))
+
+
 def test_repeat_and_reorder_make_rows_follow_their_parents(tiny_model):
     model = load_model(tiny_model)
     prompt = np.array([[5, 6, 7, 8]])
