@@ -249,7 +249,21 @@ class Ours:
             for a, m, out in gemms:
                 np.dot(a, m, out=out)
             gemm_times.append(time.perf_counter() - t0)
-        return {"seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times)}
+        # a 4-beam step's products, by the engine's own few-row route (gpt2cli.model.matmul, logits)
+        from gpt2cli.model import matmul
+
+        beams = {n: np.full((4, n), 0.01, np.float32) for n in x}
+        beam_times = []
+        for _ in range(passes):
+            t0 = time.perf_counter()
+            for _, m, _ in plan:
+                matmul(beams[m.shape[0]], m)
+            self.model.logits(beams[d])
+            beam_times.append(time.perf_counter() - t0)
+        return {
+            "seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times),
+            "beam_products_seconds": statistics.median(beam_times),
+        }  # fmt: skip
 
 
 class Theirs:
@@ -316,7 +330,20 @@ class Theirs:
                 for a, m, out in gemms:
                     torch.mm(a, m, out=out)
                 gemm_times.append(time.perf_counter() - t0)
-        return {"seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times)}
+            beams = {n: torch.full((4, n), 0.01) for n in x}
+            beam_plan = [(beams[m.shape[1]], m.t(), torch.empty(4, m.shape[0])) for _, m, _ in plan]
+            head_out = torch.empty(4, wte.shape[0])
+            beam_times = []
+            for _ in range(passes):
+                t0 = time.perf_counter()
+                for a, m, out in beam_plan:
+                    torch.mm(a, m, out=out)
+                torch.mm(beams[d], wte.t(), out=head_out)
+                beam_times.append(time.perf_counter() - t0)
+        return {
+            "seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times),
+            "beam_products_seconds": statistics.median(beam_times),
+        }  # fmt: skip
 
 
 def worker_env(threads: int) -> dict:
@@ -388,13 +415,13 @@ class Worker:
 SETTLE_SECONDS = 0.3
 
 
-def alternate(workers: dict[str, Worker], reps: int, case: str, **kw) -> dict[str, list[dict]]:
+def alternate(workers: dict[str, Worker], reps: int, case: str, settle: float = SETTLE_SECONDS, **kw) -> dict[str, list[dict]]:
     """Runs the case on both sides reps times, alternating which side goes first."""
     runs: dict[str, list[dict]] = {side: [] for side in workers}
     order = list(workers)
     for rep in range(reps):
         for side in order if rep % 2 == 0 else order[::-1]:
-            time.sleep(SETTLE_SECONDS)
+            time.sleep(settle)
             runs[side].append(workers[side].ask(case, **kw))
     return runs
 
@@ -483,11 +510,13 @@ def run(args) -> dict:
     tmp = tempfile.TemporaryDirectory() if smoke else None
     folder = model_folder(size, Path(tmp.name) if tmp else None)
     reps = 1 if smoke else args.reps
+    settle = 0.0 if smoke else SETTLE_SECONDS
     n_prompt, n_new, n_prefill, n_beam = (16, 8, 64, 4) if smoke else (16, 128, 512, 64)
     results: dict = {
         "size": size, "machine": machine_info(args.threads), "reps": reps,
         "model": str(folder.relative_to(ROOT)) if folder.is_relative_to(ROOT) else folder.name,
         "params": {"prompt": n_prompt, "new_tokens": n_new, "prefill_prompt": n_prefill, "beam_steps": n_beam, "beams": 4},
+        "weights_bytes": sum(f.stat().st_size for f in folder.glob("*.safetensors")),
         "cases": {},
     }  # fmt: skip
     cases = results["cases"]
@@ -506,30 +535,32 @@ def run(args) -> dict:
                 w.ask("decode", n_prompt=n_prompt, n_new=2)
             if "decode" in want:
                 log("case 1: decode ...")
-                runs = alternate(workers, reps, "decode", n_prompt=n_prompt, n_new=n_new)
+                runs = alternate(workers, reps, "decode", settle, n_prompt=n_prompt, n_new=n_new)
                 cases["decode"] = summarize(runs, lambda r: n_new / r["seconds"])
                 cases["decode"]["unit"] = "tokens/s"
                 cases["decode"]["same_tokens"] = runs["ours"][0]["tokens"] == runs["theirs"][0]["tokens"]
             if "prefill" in want:
                 log("case 2: prefill ...")
-                runs = alternate(workers, reps, "decode", n_prompt=n_prefill, n_new=1)
+                runs = alternate(workers, reps, "decode", settle, n_prompt=n_prefill, n_new=1)
                 cases["prefill"] = summarize(runs, lambda r: n_prefill / r["first"])
                 cases["prefill"]["unit"] = "tokens/s"
             if "beam" in want:
                 log("case 3: beam ...")
-                runs = alternate(workers, reps, "beam", n_prompt=n_prompt, n_new=n_beam, beams=4)
+                runs = alternate(workers, reps, "beam", settle, n_prompt=n_prompt, n_new=n_beam, beams=4)
                 cases["beam"] = summarize(runs, lambda r: n_beam / r["seconds"])
                 cases["beam"]["unit"] = "steps/s"
                 cases["beam"]["same_tokens"] = runs["ours"][0]["tokens"] == runs["theirs"][0]["tokens"]
             if "floor" in want:
                 log("case 6: floor ...")
-                runs = alternate(workers, reps, "floor", passes=3 if smoke else 20, prompt=n_prefill)
+                runs = alternate(workers, reps, "floor", settle, passes=3 if smoke else 20, prompt=n_prefill)
                 floor = summarize(runs, lambda r: r["seconds"] * 1e3, best=min)
                 gemm = summarize(runs, lambda r: r["prefill_gemm_seconds"] * 1e3, best=min)
+                beam_products = summarize(runs, lambda r: r["beam_products_seconds"] * 1e3, best=min)
                 cases["floor"] = {
                     "unit": "ms/token", "ours": floor["ours"], "theirs": floor["theirs"],
                     "ours_best": floor["ours_best"], "theirs_best": floor["theirs_best"],
                     "prefill_gemm_ms": {"ours": gemm["ours"], "theirs": gemm["theirs"], "prompt": n_prefill},
+                    "beam_products_ms": {"ours": beam_products["ours"], "theirs": beam_products["theirs"], "beams": 4},
                 }  # fmt: skip
                 if "decode" in cases:
                     per_token = 1e3 / cases["decode"]["ours"]
@@ -603,7 +634,38 @@ def fmt_table(results: dict) -> list[tuple[str, str, str, str, str]]:
         rows.append(("matvec floor, 1 token (ms)", f"{d['ours']:.1f}", f"{d['theirs']:.1f}", f"{d['ours'] / d['theirs']:.2f}x", extra))
         g = d["prefill_gemm_ms"]
         rows.append((f"GEMMs alone, {g['prompt']}-token prompt (ms)", f"{g['ours']:.0f}", f"{g['theirs']:.0f}", f"{g['ours'] / g['theirs']:.2f}x", "numpy's OpenBLAS vs torch's BLAS"))
+        if "beam_products_ms" in d:
+            g = d["beam_products_ms"]
+            rows.append((f"products alone, {g['beams']}-row step (ms)", f"{g['ours']:.1f}", f"{g['theirs']:.1f}", f"{g['ours'] / g['theirs']:.2f}x", "ours: the engine's few-row route"))
     return rows
+
+
+# The issue's speed targets (ours / transformers, higher is better) for the cases that have a floor.
+TARGETS = {"decode": 1.4, "prefill": 1.2, "beam": 1.3, "memory": 0.5}
+
+
+def target_rows(results: dict) -> list[tuple[str, ...]]:
+    """Per target: the time it allows ours (from transformers' figure in this run) against the time
+    our products alone take, the part no Python-level change can shrink."""
+    c, p = results["cases"], results["params"]
+    f = c.get("floor", {})
+    rows = []
+    if "decode" in c and "ours" in f:
+        rows.append(("decode", TARGETS["decode"], 1e3 / (c["decode"]["theirs"] * TARGETS["decode"]), 1e3 / c["decode"]["ours"], f["ours"], "ms per token", "the matrix-vector products of one token"))
+    if "prefill" in c and "prefill_gemm_ms" in f:
+        rows.append(("prefill", TARGETS["prefill"], 1e3 * p["prefill_prompt"] / (c["prefill"]["theirs"] * TARGETS["prefill"]), 1e3 * p["prefill_prompt"] / c["prefill"]["ours"], f["prefill_gemm_ms"]["ours"], "ms to the first token", "the prompt's 48 GEMMs"))
+    if "beam" in c and "beam_products_ms" in f:
+        rows.append(("beam", TARGETS["beam"], 1e3 / (c["beam"]["theirs"] * TARGETS["beam"]), 1e3 / c["beam"]["ours"], f["beam_products_ms"]["ours"], "ms per step", "one step's 4-row products"))
+    if "memory" in c and results.get("weights_bytes"):
+        mib = 2.0**20
+        rows.append(("peak RSS", TARGETS["memory"], c["memory"]["theirs"]["vmhwm"] * TARGETS["memory"] / mib, c["memory"]["ours"]["vmhwm"] / mib, results["weights_bytes"] / mib, "MiB", "the float32 weights, all read every token"))
+    return [
+        (case, f"{target}x", f"{allowed:.1f}", f"{now:.1f}", f"{floor:.1f}", "yes" if now <= allowed else ("no: floor above it" if floor > allowed else "not yet"), f"{unit}; floor = {what}")
+        for case, target, allowed, now, floor, unit, what in rows
+    ]
+
+
+TARGET_HEAD = ("target", "ratio", "time it allows", "ours now", "our floor", "met", "")
 
 
 def markdown(results: dict) -> str:
@@ -615,14 +677,25 @@ def markdown(results: dict) -> str:
     )
     lines = ["| case | gpt2cli | transformers | ratio | |", "|---|---:|---:|---:|---|"]
     lines += [f"| {' | '.join(row)} |" for row in fmt_table(results)]
+    targets = target_rows(results)
+    if targets:
+        lines += ["", "| " + " | ".join(TARGET_HEAD) + " |", "|---|---:|---:|---:|---:|---|---|"]
+        lines += [f"| {' | '.join(row)} |" for row in targets]
     return head + "\n".join(lines) + "\n"
 
 
 def print_table(results: dict) -> None:
-    rows = [("case", "gpt2cli", "transformers", "ratio", "")] + fmt_table(results)
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    _print_rows([("case", "gpt2cli", "transformers", "ratio", "")] + fmt_table(results), left=(0, 4))
+    targets = target_rows(results)
+    if targets:
+        print()
+        _print_rows([TARGET_HEAD] + targets, left=(0, 5, 6))
+
+
+def _print_rows(rows: list[tuple[str, ...]], left: tuple[int, ...]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) if j in (0, 4) else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        print("  ".join(cell.ljust(w) if j in left else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
 
