@@ -39,9 +39,9 @@ _BLOCK_FLOATS = 512 * 1024
 # A prompt's causal attention runs in tiles of this many queries, each against only the keys it can
 # see, which skips nearly half of the score matrix.
 _QUERY_TILE = 128
-# From this many rows (tokens x batch) on, attention (by heads), GELU and layer norms run split over
-# the engine's threads (gpt2cli.threads): a 512-token prefill's attention took 75 ms instead of 112
-# on 2 cores. Below it, handing work to a thread costs more than it saves.
+# From this many rows (tokens x batch) on, a forward pass runs split over the engine's threads
+# (GPT2Model.splits, gpt2cli.threads): a 512-token prefill took ~400 ms instead of ~460 on 2 cores.
+# Below it, handing work to a thread costs more than it saves.
 _SPLIT_ROWS = 32
 
 
