@@ -352,11 +352,9 @@ class GPT2Model:
         q += bias[0, heads]
         q *= self._scale
         q = q.transpose(0, 2, 1, 3)  # [B, heads, T, head_dim]
+        self._write_kv(qkv, bias, layer, cache, past, heads)
         k = cache.k[layer, :, heads, : past + t]  # [B, heads, past+T, head_dim]
         v = cache.v[layer, :, heads, : past + t]  # [B, heads, past+T, head_dim]
-        # the bias add is the copy into the cache
-        np.add(qkv[:, :, 1, heads].transpose(0, 2, 1, 3), bias[1, heads][:, None], out=k[:, :, past:])
-        np.add(qkv[:, :, 2, heads].transpose(0, 2, 1, 3), bias[2, heads][:, None], out=v[:, :, past:])
         heads_out = out[:, :, heads].transpose(0, 2, 1, 3)  # [B, heads, T, head_dim] view
         for start in range(0, t, _QUERY_TILE):
             stop = min(t, start + _QUERY_TILE)
@@ -452,9 +450,15 @@ class GPT2Model:
         h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, self._eps, split=split)  # [B*T, n_embd]
         qkv = split_linear(h, blk.c_attn_weight) if split else matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
         qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
-        bias = blk.c_attn_bias.reshape(3, cfg.n_head, cfg.head_dim)  # [3, n_head, head_dim]
+        self._write_kv(qkv, blk.c_attn_bias.reshape(3, cfg.n_head, cfg.head_dim), layer, cache, past, slice(None))
+
+    @staticmethod
+    def _write_kv(qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int, heads: slice) -> None:
+        """Keys and values of positions past..past+T-1 for these heads into the cache; the bias add is the copy."""
+        # qkv [B, T, 3, n_head, head_dim] (bias not yet added), bias [3, n_head, head_dim]
+        t = qkv.shape[1]
         for cache_part, i in ((cache.k, 1), (cache.v, 2)):
-            np.add(qkv[:, :, i].transpose(0, 2, 1, 3), bias[i][:, None], out=cache_part[layer, :, :, past : past + t])
+            np.add(qkv[:, :, i, heads].transpose(0, 2, 1, 3), bias[i, heads][:, None], out=cache_part[layer, :, heads, past : past + t])
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         # [..., n_embd] @ wte.T -> [..., vocab_size]

@@ -1,11 +1,11 @@
 """The engine's CPU threads: a fork-join over a few worker threads, and numpy's OpenBLAS thread count.
 
-numpy's elementwise operations run on one core, so the parts of a long prompt's forward pass that
-are not one big matrix product (attention's softmax, GELU, layer norms) leave the other cores idle.
-split() runs such work in parts on the caller and on worker threads: numpy releases the GIL inside
-its loops, so the parts really run at once. Where a part calls BLAS itself (attention's small
-products), OpenBLAS must use one thread per caller, or its thread pools fight over the cores (a
-prefill's attention measured 1.3x slower instead of 1.5x faster). OpenBLAS's thread count is one
+numpy's elementwise operations run on one core, so attention's softmax, GELU and layer norms of a
+long prompt leave the other cores idle. split() runs work in parts on the caller and on worker
+threads: numpy releases the GIL inside its loops and BLAS calls, so the parts really run at once.
+Where parts call BLAS (a prompt's products, attention's small ones), OpenBLAS must use one thread
+per caller, or its thread pools fight over the cores (a prefill's attention measured 1.3x slower
+instead of 1.5x faster). OpenBLAS's thread count is one
 setting for the whole process (openblas_set_num_threads_local() sets it too and returns the old
 value), so split() sets it to 1 while its parts run and puts it back when they are all done; the
 engine is the only user of BLAS in the process. The entry point is found through ctypes in the
@@ -111,11 +111,15 @@ _pinned_from: int | None = None  # OpenBLAS's thread count while one_blas_thread
 class _Pool:
     """Daemon worker threads, each taking one task at a time from its own queue."""
 
-    def __init__(self, n: int):
+    def __init__(self) -> None:
         self.inboxes: list[queue.SimpleQueue] = []
-        for i in range(n):
+
+    def grow(self, n: int) -> None:
+        """At least n workers (the ones already running are kept)."""
+        while len(self.inboxes) < n:
             inbox: queue.SimpleQueue = queue.SimpleQueue()
-            threading.Thread(target=self._work, args=(inbox,), name=f"gpt2cli-engine-{i}", daemon=True).start()
+            name = f"gpt2cli-engine-{len(self.inboxes)}"
+            threading.Thread(target=self._work, args=(inbox,), name=name, daemon=True).start()
             self.inboxes.append(inbox)
 
     @staticmethod
@@ -129,7 +133,7 @@ class _Pool:
                 done.put(exc)
 
 
-_pool: _Pool | None = None
+_pool = _Pool()
 _pool_lock = threading.Lock()
 _workers_override: int | None = None
 
@@ -163,10 +167,11 @@ def split(fn: Callable[[int, int], None], n_items: int, *, calls_blas: bool = Fa
         fn(0, n_items)
         return
     bounds = [n_items * i // parts for i in range(parts + 1)]
-    pool = _get_pool(parts - 1)
+    with _pool_lock:
+        _pool.grow(parts - 1)
     with one_blas_thread() if calls_blas else nullcontext():
         done: queue.SimpleQueue = queue.SimpleQueue()
-        for inbox, start, stop in zip(pool.inboxes, bounds[1:-1], bounds[2:]):
+        for inbox, start, stop in zip(_pool.inboxes, bounds[1:-1], bounds[2:]):
             inbox.put((lambda start=start, stop=stop: fn(start, stop), done))
         error: BaseException | None = None
         try:
@@ -179,12 +184,4 @@ def split(fn: Callable[[int, int], None], n_items: int, *, calls_blas: bool = Fa
                 error = result
     if error is not None:
         raise error
-
-
-def _get_pool(n: int) -> _Pool:
-    global _pool
-    with _pool_lock:
-        if _pool is None or len(_pool.inboxes) < n:
-            _pool = _Pool(n)
-        return _pool
 

@@ -129,3 +129,16 @@ def test_last_position_prefill_equals_the_full_one_and_fills_the_same_cache(wide
     np.testing.assert_allclose(last_cache.v, full_cache.v, atol=1e-6)
     h = wide_model.hidden_states(ids[:, :5], wide_model.new_cache(3), last_only=True)
     assert h.shape == (3, 1, wide_model.config.n_embd) and h.dtype == np.float32
+
+
+def test_more_parts_add_workers_instead_of_starting_a_new_pool():
+    def engine_threads() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name.startswith("gpt2cli-engine-")]
+
+    threads.set_workers(2)
+    threads.split(lambda a, b: None, 4)
+    threads.set_workers(3)
+    threads.split(lambda a, b: None, 4)
+    running = engine_threads()
+    threads.split(lambda a, b: None, 4)
+    assert engine_threads() == running and len(running) == 2  # 3 parts: the caller and 2 workers
