@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import modelfactory
-from gpt2cli.beam import Hypothesis, beam_search
+from gpt2cli.beam import Hypothesis, beam_search, top_k
 from gpt2cli.checkpoint import load_model
 from gpt2cli.errors import UsageError
 from gpt2cli.output import DecodingRow, display_width, render_beam_table, wrap_text
@@ -24,12 +24,15 @@ MAX_NEW = 12
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
-    """name -> model folder: a plain random model and one that likes <|endoftext|>."""
+    """name -> model folder: a plain random model, one that likes <|endoftext|>, and one whose
+    vocabulary (4096) is wide enough that beam steps pick candidates by groups (beam.top_k)."""
     root = tmp_path_factory.mktemp("beam")
-    return {
+    folders = {
         name: modelfactory.write_model(root / name, seed=3, eos_bias=eos_bias)
         for name, eos_bias in (("plain", 0.0), ("eos-biased", 4.0))
     }
+    folders["wide-vocab"] = modelfactory.write_model(root / "wide-vocab", seed=5, vocab_size=4096)
+    return folders
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +92,49 @@ def test_beams_and_scores_match_transformers(models, model_name, num_beams, leng
     assert [h.tokens for h in hyps] == tokens
     if scores is not None:
         np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("num_beams,early_stopping,ngram", [(2, False, 0), (4, "never", 0), (4, False, 2), (6, True, 3)])
+def test_wide_vocabulary_beams_match_transformers(models, num_beams, early_stopping, ngram):
+    # 4096 x beams scores a step: top_k searches only the groups that can hold a winner.
+    ours, ref = models["wide-vocab"]
+    assert ours.config.vocab_size * num_beams // 128 > 4 * num_beams  # the grouped path, not the small-input one
+    prompt = prompt_for(ours, seed=40 + num_beams, length=6)
+    opts = dict(max_new_tokens=16, length_penalty=1.0, early_stopping=early_stopping)
+    hyps = beam_search(ours, prompt, num_beams=num_beams, no_repeat_ngram_size=ngram, num_return=num_beams, **opts)
+    tokens, scores = reference_beams(ref, prompt, num_beams=num_beams, num_return=num_beams, ngram=ngram, **opts)
+    assert [h.tokens for h in hyps] == tokens
+    np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
+
+
+def reference_top_k(values: np.ndarray, k: int) -> list[int]:
+    """The k largest by a full sort: value descending, then index ascending."""
+    return np.lexsort((np.arange(len(values)), -values))[:k].tolist()
+
+
+@pytest.mark.parametrize("n", [1, 7, 128, 300, 2048, 4 * 4096 + 37, 4 * 50257])
+@pytest.mark.parametrize("k", [1, 2, 8, 12])
+def test_top_k_is_a_full_sorts_first_k_with_ties_in_index_order(n, k):
+    rng = np.random.default_rng(n * 31 + k)
+    cases = {
+        "distinct": rng.standard_normal(n).astype(np.float32),
+        "few values": rng.integers(0, 5, n).astype(np.float32),  # ties at and around the k-th place
+        "one value": np.full(n, -3.5, np.float32),
+        "banned": np.where(rng.random(n) < 0.9, -np.inf, rng.standard_normal(n)).astype(np.float32),
+        "all banned": np.full(n, -np.inf, np.float32),
+        "late winners": np.concatenate([np.zeros(n - min(n, 40), np.float32), np.arange(min(n, 40), dtype=np.float32)]),
+    }
+    for name, values in cases.items():
+        got = top_k(values, k)
+        assert got.tolist() == reference_top_k(values, k), name
+        assert np.all(values[got][:-1] >= values[got][1:]), name  # best first
+
+
+def test_top_k_takes_winners_from_the_tail_past_the_last_whole_group():
+    values = np.zeros(4 * 50257, np.float32)
+    values[-3:] = [5.0, 7.0, 6.0]  # 50257 * 4 is not a multiple of the group size: these sit in the tail
+    values[1000] = 6.0
+    assert top_k(values, 4).tolist() == [len(values) - 2, 1000, len(values) - 1, len(values) - 3]
 
 
 def test_eos_biased_model_finishes_hypotheses_early_like_transformers(models):
