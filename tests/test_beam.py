@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import modelfactory
+from gpt2cli import beam
 from gpt2cli.beam import Hypothesis, beam_search, top_k
 from gpt2cli.checkpoint import load_model
 from gpt2cli.errors import UsageError
@@ -98,7 +99,7 @@ def test_beams_and_scores_match_transformers(models, model_name, num_beams, leng
 def test_wide_vocabulary_beams_match_transformers(models, num_beams, early_stopping, ngram):
     # 4096 x beams scores a step: top_k searches only the groups that can hold a winner.
     ours, ref = models["wide-vocab"]
-    assert ours.config.vocab_size * num_beams // 128 > 4 * num_beams  # the grouped path, not the small-input one
+    assert ours.config.vocab_size * num_beams // beam._GROUP > 2 * (2 * num_beams)  # the grouped path (k = 2 x beams)
     prompt = prompt_for(ours, seed=40 + num_beams, length=6)
     opts = dict(max_new_tokens=16, length_penalty=1.0, early_stopping=early_stopping)
     hyps = beam_search(ours, prompt, num_beams=num_beams, no_repeat_ngram_size=ngram, num_return=num_beams, **opts)
