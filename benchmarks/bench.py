@@ -186,6 +186,17 @@ class MemorySampler:
         self.peak["VmHWM"] = s.get("VmHWM", 0)
 
 
+def timed(run, reps: int, settle: float = 0.0) -> list[float]:
+    """Seconds of each of reps calls of run(), each after settle seconds of idle."""
+    seconds = []
+    for _ in range(reps):
+        time.sleep(settle)
+        t0 = time.perf_counter()
+        run()
+        seconds.append(time.perf_counter() - t0)
+    return seconds
+
+
 class Ours:
     """gpt2cli's own code paths: decoding.generate, beam.beam_search, GPT2Model.forward."""
 
@@ -235,51 +246,44 @@ class Ours:
         plan = [(x[m.shape[0]], m, np.empty(m.shape[1], np.float32))
                 for b in w.blocks for m in (b.c_attn_weight, b.attn_c_proj_weight, b.c_fc_weight, b.mlp_c_proj_weight)]  # fmt: skip
         logits = np.empty(w.wte.shape[0], np.float32)  # [V]
-        times = []
-        for _ in range(passes):
-            t0 = time.perf_counter()
+
+        def token() -> None:
             for v, m, out in plan:
                 np.dot(v, m, out=out)
             np.dot(w.wte, x[d], out=logits)
-            times.append(time.perf_counter() - t0)
+
+        times = timed(token, passes)
         rows = {n: np.full((prompt, n), 0.01, np.float32) for n in x}
         gemms = [(rows[m.shape[0]], m, np.empty((prompt, m.shape[1]), np.float32)) for _, m, _ in plan]
-        gemm_times = []
-        for _ in range(max(1, passes // 5)):
-            t0 = time.perf_counter()
+
+        def prompt_gemms() -> None:
             for a, m, out in gemms:
                 np.dot(a, m, out=out)
-            gemm_times.append(time.perf_counter() - t0)
+
+        gemm_times = timed(prompt_gemms, max(1, passes // 5))
         prompt_products = self._prompt_products(plan, gemms, x, prompt)
-        for call in prompt_products:  # untimed: the worker threads' start and the outputs' first pages
-            call()
-        prompt_times = []
-        for _ in range(max(1, passes // 5)):
-            # idle first, as before a prefill request: OpenBLAS's workers, still spinning after the
-            # previous pass's two-thread gemvs, would share the cores with the split pass (~+20 %)
-            time.sleep(SETTLE_SECONDS)
-            t0 = time.perf_counter()
-            for call in prompt_products:
-                call()
-            prompt_times.append(time.perf_counter() - t0)
+        prompt_products()  # untimed: the worker threads' start and the outputs' first pages
+        # idle first, as before a prefill request: OpenBLAS's workers, still spinning after the
+        # previous pass's two-thread gemvs, would share the cores with the split pass (~+20 %)
+        prompt_times = timed(prompt_products, max(1, passes // 5), settle=SETTLE_SECONDS)
         # a 4-beam step's products, by the engine's own few-row route (gpt2cli.model.matmul, logits)
         from gpt2cli.model import matmul
 
         beams = {n: np.full((4, n), 0.01, np.float32) for n in x}
-        beam_times = []
-        for _ in range(passes):
-            t0 = time.perf_counter()
+
+        def beam_step() -> None:
             for _, m, _ in plan:
                 matmul(beams[m.shape[0]], m)
             self.model.logits(beams[d])
-            beam_times.append(time.perf_counter() - t0)
+
+        beam_times = timed(beam_step, passes)
         return {
             "seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times),
             "beam_products_seconds": statistics.median(beam_times), "prefill_products_seconds": statistics.median(prompt_times),
         }  # fmt: skip
 
-    def _prompt_products(self, plan, gemms, x, prompt: int) -> list:
-        """The products forward() runs for a prompt's last logits, as calls: the prefill's floor.
+    def _prompt_products(self, plan, gemms, x, prompt: int):
+        """A function running the products forward() needs for a prompt's last logits: the prefill's floor.
 
         Every layer's 4 GEMMs but the last's, which needs only its keys and values (c_attn) and one
         position's products; each layer's attention products, in the engine's query tiles against
@@ -305,26 +309,23 @@ class Ours:
         def gemm(a, m):
             return lambda: threads.split(lambda c0, c1: np.matmul(a, m[:, c0:c1]), m.shape[1], calls_blas=True)
 
-        def split_pass(calls):
-            def run() -> None:
-                with threads.one_blas_thread():
-                    for call in calls:
-                        call()
-
-            return run
-
         prompt_calls = []
         last = len(gemms) - 4  # gemms and plan hold 4 products per layer, in layer order
         for layer in range(cfg.n_layer - 1):
             prompt_calls += [gemm(a, m) for a, m, _ in gemms[4 * layer : 4 * layer + 4]]
             prompt_calls.append(lambda: threads.split(attention, cfg.n_head, calls_blas=True))
         prompt_calls.append(gemm(*gemms[last][:2]))  # the last layer's c_attn: keys and values of every position
-        calls = [split_pass(prompt_calls)]
-        for v_in, m, out in plan[last + 1 :]:  # the rest of the last layer, one position
-            calls.append(lambda v_in=v_in, m=m, out=out: np.dot(v_in, m, out=out))
         logits = np.empty(self.model.weights.wte.shape[0], np.float32)
-        calls.append(lambda: np.dot(self.model.weights.wte, x[cfg.n_embd], out=logits))
-        return calls
+
+        def run() -> None:
+            with threads.one_blas_thread():
+                for call in prompt_calls:
+                    call()
+            for v_in, m, out in plan[last + 1 :]:  # the rest of the last layer, one position
+                np.dot(v_in, m, out=out)
+            np.dot(self.model.weights.wte, x[cfg.n_embd], out=logits)
+
+        return run
 
 
 class Theirs:
@@ -375,32 +376,30 @@ class Theirs:
         plan = [(v, m.t(), torch.empty(m.shape[1])) for v, m in plan]  # [out, in] views: y = W^T x
         wte = tr.wte.weight
         logits = torch.empty(wte.shape[0])
-        times = []
+        rows = {n: torch.full((prompt, n), 0.01) for n in x}
+        gemms = [(rows[m.shape[1]], m.t(), torch.empty(prompt, m.shape[0])) for _, m, _ in plan]  # m: [out, in] views
+        beams = {n: torch.full((4, n), 0.01) for n in x}
+        beam_plan = [(beams[m.shape[1]], m.t(), torch.empty(4, m.shape[0])) for _, m, _ in plan]
+        head_out = torch.empty(4, wte.shape[0])
+
+        def token() -> None:
+            for v, m, out in plan:
+                torch.mv(m, v, out=out)
+            torch.mv(wte, x[d], out=logits)
+
+        def prompt_gemms() -> None:
+            for a, m, out in gemms:
+                torch.mm(a, m, out=out)
+
+        def beam_step() -> None:
+            for a, m, out in beam_plan:
+                torch.mm(a, m, out=out)
+            torch.mm(beams[d], wte.t(), out=head_out)
+
         with torch.inference_mode():
-            for _ in range(passes):
-                t0 = time.perf_counter()
-                for v, m, out in plan:
-                    torch.mv(m, v, out=out)
-                torch.mv(wte, x[d], out=logits)
-                times.append(time.perf_counter() - t0)
-            rows = {n: torch.full((prompt, n), 0.01) for n in x}
-            gemms = [(rows[m.shape[1]], m.t(), torch.empty(prompt, m.shape[0])) for _, m, _ in plan]  # m: [out, in] views
-            gemm_times = []
-            for _ in range(max(1, passes // 5)):
-                t0 = time.perf_counter()
-                for a, m, out in gemms:
-                    torch.mm(a, m, out=out)
-                gemm_times.append(time.perf_counter() - t0)
-            beams = {n: torch.full((4, n), 0.01) for n in x}
-            beam_plan = [(beams[m.shape[1]], m.t(), torch.empty(4, m.shape[0])) for _, m, _ in plan]
-            head_out = torch.empty(4, wte.shape[0])
-            beam_times = []
-            for _ in range(passes):
-                t0 = time.perf_counter()
-                for a, m, out in beam_plan:
-                    torch.mm(a, m, out=out)
-                torch.mm(beams[d], wte.t(), out=head_out)
-                beam_times.append(time.perf_counter() - t0)
+            times = timed(token, passes)
+            gemm_times = timed(prompt_gemms, max(1, passes // 5))
+            beam_times = timed(beam_step, passes)
         return {
             "seconds": statistics.median(times), "best": min(times), "prefill_gemm_seconds": statistics.median(gemm_times),
             "beam_products_seconds": statistics.median(beam_times),
