@@ -104,8 +104,8 @@ def test_a_prompt_split_over_threads_gives_the_one_thread_numbers(wide_model, mo
     assert used.count(True) >= 4 * 3 and False in used  # products and attention, and layer norms, were split
     assert split.dtype == np.float32 and split_cache.k.dtype == np.float32
     np.testing.assert_allclose(split, serial, atol=1e-5)
-    np.testing.assert_allclose(split_cache.k[:, :, :, :50], serial_cache.k[:, :, :, :50], atol=1e-6)
-    np.testing.assert_allclose(split_cache.v[:, :, :, :50], serial_cache.v[:, :, :, :50], atol=1e-6)
+    np.testing.assert_allclose(split_cache.k[:, :, :, :50], serial_cache.k[:, :, :, :50], atol=1e-5)
+    np.testing.assert_allclose(split_cache.v[:, :, :, :50], serial_cache.v[:, :, :, :50], atol=1e-5)
 
 
 def test_short_inputs_and_decoding_never_split(wide_model, monkeypatch):
@@ -125,8 +125,8 @@ def test_last_position_prefill_equals_the_full_one_and_fills_the_same_cache(wide
     last = wide_model.forward(ids, last_cache)  # [3, V]
     np.testing.assert_allclose(last, full[:, -1], atol=1e-5)
     assert last_cache.length == full_cache.length == 40
-    np.testing.assert_allclose(last_cache.k, full_cache.k, atol=1e-6)
-    np.testing.assert_allclose(last_cache.v, full_cache.v, atol=1e-6)
+    np.testing.assert_allclose(last_cache.k, full_cache.k, atol=1e-5)
+    np.testing.assert_allclose(last_cache.v, full_cache.v, atol=1e-5)
     h = wide_model.hidden_states(ids[:, :5], wide_model.new_cache(3), last_only=True)
     assert h.shape == (3, 1, wide_model.config.n_embd) and h.dtype == np.float32
 
