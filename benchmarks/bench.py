@@ -15,7 +15,7 @@ taken per repetition, then their median. Cases:
 5. memory   peak resident memory of a fresh process running case 1 (total, anonymous, file-backed)
 6. floor    the per-token matrix-vector products alone (every weight read once), the memory-system limit
 
-Ours is what users run: gpt2cli.decoding.generate, gpt2cli.beam.beam_search, and the gpt2cli command.
+Ours is what users run: gpt2cli.decoding.generate.generate, gpt2cli.decoding.beam.beam_search, and the gpt2cli command.
 Prints a table, writes results/<size>-latest.json and results/<size>-latest.md (for the README).
 """
 
@@ -203,14 +203,14 @@ class Ours:
     name = "gpt2cli"
 
     def __init__(self, folder: Path, threads: int):
-        from gpt2cli.checkpoint import load_model
+        from gpt2cli.session import load_model
 
         self.model = load_model(folder)
         self.vocab = self.model.config.vocab_size
 
     def decode(self, n_prompt: int, n_new: int) -> dict:
-        from gpt2cli.decoding import generate
-        from gpt2cli.sampling import Sampler, SamplingOptions
+        from gpt2cli.decoding.generate import generate
+        from gpt2cli.decoding.sampling import Sampler, SamplingOptions
 
         prompt = prompt_ids(n_prompt, self.vocab)
         sampler = Sampler(SamplingOptions(temperature=0.0), seed=0)
@@ -225,7 +225,7 @@ class Ours:
         return {"seconds": t1 - t0, "first": first - t0, "tokens": tokens}
 
     def beam(self, n_prompt: int, n_new: int, beams: int) -> dict:
-        from gpt2cli.beam import beam_search
+        from gpt2cli.decoding.beam import beam_search
 
         prompt = prompt_ids(n_prompt, self.vocab)
         t0 = time.perf_counter()
@@ -266,8 +266,8 @@ class Ours:
         # idle first, as before a prefill request: OpenBLAS's workers, still spinning after the
         # previous pass's two-thread gemvs, would share the cores with the split pass (~+20 %)
         prompt_times = timed(prompt_products, max(1, passes // 5), settle=SETTLE_SECONDS)
-        # a 4-beam step's products, by the engine's own few-row route (gpt2cli.model.matmul, logits)
-        from gpt2cli.model import matmul
+        # a 4-beam step's products, by the engine's own few-row route (gpt2cli.engine.kernels.matmul, logits)
+        from gpt2cli.engine.kernels import matmul
 
         beams = {n: np.full((4, n), 0.01, np.float32) for n in x}
 
@@ -288,14 +288,14 @@ class Ours:
         Every layer's 4 GEMMs but the last's, which needs only its keys and values (c_attn) and one
         position's products; each layer's attention products, in the engine's query tiles against
         only the keys each tile sees; the LM head for the last position. The prompt's products run
-        as the engine runs them (gpt2cli.threads): OpenBLAS held to one thread, GEMMs in column
+        as the engine runs them (gpt2cli.engine.threads): OpenBLAS held to one thread, GEMMs in column
         parts and attention in head parts on both cores. Attention's small products take 2.5 ms a
         layer that way, 6.1 ms on OpenBLAS's own two threads.
         """
         import numpy as np
 
-        from gpt2cli import threads
-        from gpt2cli.model import _QUERY_TILE
+        from gpt2cli.engine import threads
+        from gpt2cli.engine.model import _QUERY_TILE
 
         cfg = self.model.config
         q, k, v = (np.full((1, cfg.n_head, prompt, cfg.head_dim), 0.01, np.float32) for _ in range(3))  # [1, heads, T, head_dim]

@@ -1,6 +1,6 @@
 """Where one forward step's milliseconds go, per operation type: python benchmarks/bench.py --profile.
 
-Times the engine's own functions (gpt2cli.model's layer_norm, matmul, gelu_new, attention and LM
+Times the engine's own functions (gpt2cli.engine.model's layer_norm, matmul, gelu_new, attention and LM
 head) by wrapping them, on one decode token (batch 1 and batch 4, as beam search runs it) and on a
 512-token prefill; "other" is the rest of the step: Python, embedding lookup, residual adds.
 Every wrapped result is also checked to be float32 (nothing may upcast to float64).
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-import gpt2cli.model as engine
-from gpt2cli.checkpoint import load_model
+import gpt2cli.engine.model as engine
+from gpt2cli.session import load_model
 
 
 def instrument(model) -> dict[str, float]:
@@ -27,16 +27,20 @@ def instrument(model) -> dict[str, float]:
 
     def timed(fn, name):
         def wrapper(*args, **kwargs):
+            key = matmul_names.get(args[1].shape) if name is callable else name
+            if key is None:  # the LM head's product, timed as a whole by logits()
+                return fn(*args, **kwargs)
             t0 = time.perf_counter()
             out = fn(*args, **kwargs)
-            key = matmul_names[args[1].shape] if name is callable else name
             spent[key] += time.perf_counter() - t0
             assert out is None or out.dtype == np.float32, f"{key} returned {out.dtype}"
             return out
 
         return wrapper
 
+    # the names the forward pass calls, as engine.model imported them from engine.kernels
     engine.matmul = timed(engine.matmul, callable)
+    engine.linear = timed(engine.linear, callable)
     # a long prompt's products run split over threads, with their bias, GELU (c_fc) and residual add
     engine.split_linear = timed(engine.split_linear, callable)
     engine.GPT2Model._store_kv = timed(engine.GPT2Model._store_kv, "last layer: other positions' keys/values only")

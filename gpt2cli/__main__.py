@@ -1,3 +1,3 @@
-from gpt2cli.entry import run
+from gpt2cli.cli import run
 
 run()

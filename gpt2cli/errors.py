@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Mapping
+
 
 class GPT2CLIError(Exception):
     """An error caused by input, files or the environment; its message says what to do."""
@@ -15,14 +17,40 @@ class UsageError(GPT2CLIError):
     exit_code = 2
 
 
+class OptionError(UsageError):
+    """A usage error about parameters, which its message names as `{param}`.
+
+    The library says them under their own names (`max_new_tokens`); the CLI, which knows which
+    option sets each, renders the same message with the option's name (`--max-tokens`).
+    """
+
+    def __init__(self, template: str, *params: str):
+        self.template, self.params = template, params
+        super().__init__(self.render({}))
+
+    def render(self, names: Mapping[str, str]) -> str:
+        text = self.template
+        for param in self.params:
+            text = text.replace("{" + param + "}", names.get(param, param))
+        return text
+
+
+class InvalidValue(OptionError):
+    """One parameter outside its range: `{param} <requirement>, got <value>`."""
+
+    def __init__(self, param: str, requirement: str, value: object, *others: str):
+        self.param, self.value = param, value
+        super().__init__(f"{{{param}}} {requirement}, got {value!r}", param, *others)
+
+
 class ModelNotFoundError(GPT2CLIError):
     """No model under that name, path or repo; or a folder lacking the model's files."""
 
     exit_code = 2
 
 
-class ContextOverflowError(UsageError):
-    """The prompt does not fit the model's context and --on-overflow error was asked for."""
+class ContextOverflowError(OptionError):
+    """The prompt does not fit the model's context and the overflow policy is `error`."""
 
 
 class CheckpointError(GPT2CLIError):

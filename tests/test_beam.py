@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 import modelfactory
-from gpt2cli import beam
-from gpt2cli.beam import Hypothesis, beam_search, top_k
-from gpt2cli.checkpoint import load_model
+from gpt2cli.decoding import beam
+from gpt2cli.decoding.beam import Hypothesis, beam_search, top_k
+from gpt2cli.session import load_model
 from gpt2cli.errors import UsageError
-from gpt2cli.output import DecodingRow, display_width, render_beam_table, wrap_text
+from gpt2cli.cli.render import DecodingRow, display_width, render_beam_table, wrap_text
 from reference import load_reference
 
 MAX_NEW = 12
@@ -272,15 +272,15 @@ def test_beams_decode_as_one_batch_and_reorder_only_when_parents_move(models):
 @pytest.mark.parametrize(
     "kwargs,option",
     [
-        (dict(num_beams=0), "--beams"),
-        (dict(num_beams=2.5), "--beams"),
-        (dict(num_beams=2, num_return=3), "--num-return"),
-        (dict(num_return=0), "--num-return"),
-        (dict(max_new_tokens=0), "--max-tokens"),
-        (dict(no_repeat_ngram_size=-1), "--no-repeat-ngram"),
-        (dict(early_stopping="always"), "--early-stopping"),
-        (dict(early_stopping=1), "--early-stopping"),
-        (dict(length_penalty=float("nan")), "--length-penalty"),
+        (dict(num_beams=0), "num_beams"),
+        (dict(num_beams=2.5), "num_beams"),
+        (dict(num_beams=2, num_return=3), "num_return"),
+        (dict(num_return=0), "num_return"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(no_repeat_ngram_size=-1), "no_repeat_ngram_size"),
+        (dict(early_stopping="always"), "early_stopping"),
+        (dict(early_stopping=1), "early_stopping"),
+        (dict(length_penalty=float("nan")), "length_penalty"),
     ],
 )
 def test_bad_options_raise_usage_errors_naming_the_option(models, kwargs, option):
@@ -348,7 +348,7 @@ def run_in_terminal(*args, **env) -> tuple[str, int]:
 
 
 def expected_best_text(folder: Path, prompt: str, **kwargs) -> tuple[list[int], str]:
-    from gpt2cli.tokenizer import Tokenizer
+    from gpt2cli.store.tokenizer import Tokenizer
 
     model, tokenizer = load_model(folder), Tokenizer.from_folder(folder)
     best = beam_search(model, tokenizer.encode(prompt), **kwargs)[0]
@@ -375,7 +375,7 @@ def test_cli_json_has_every_beam_best_first_and_the_comparisons(folders):
     doc = json.loads(lines[0])
     assert set(doc) == {"prompt_tokens", "beams", "greedy", "sample"}
     model = load_model(folder)
-    from gpt2cli.tokenizer import Tokenizer
+    from gpt2cli.store.tokenizer import Tokenizer
 
     prompt_ids = Tokenizer.from_folder(folder).encode(PROMPT)
     assert doc["prompt_tokens"] == len(prompt_ids)

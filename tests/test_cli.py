@@ -9,8 +9,8 @@ import pytest
 
 import modelfactory
 from clirunner import run
-from gpt2cli.checkpoint import load_model
-from gpt2cli.tokenizer import Tokenizer
+from gpt2cli.session import load_model
+from gpt2cli.store.tokenizer import Tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gpt2cli.config import GPT2Config
 from gpt2cli.errors import CheckpointError
+from gpt2cli.store.config import from_dict
 
 COMMON = {
     "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
@@ -26,7 +26,7 @@ SIZES = {
 
 @pytest.mark.parametrize("name", list(SIZES))
 def test_hub_configs_of_every_size_load(name):
-    cfg = GPT2Config.from_dict({**COMMON, **SIZES[name]})
+    cfg = from_dict({**COMMON, **SIZES[name]})
     assert (cfg.n_embd, cfg.n_head, cfg.n_layer) == tuple(SIZES[name][k] for k in ("n_embd", "n_head", "n_layer"))
     assert cfg.head_dim == 64 and cfg.n_inner == 4 * cfg.n_embd
     assert cfg.vocab_size == 50257 and cfg.n_positions == 1024 and cfg.eos_token_id == 50256
@@ -46,4 +46,4 @@ def test_hub_configs_of_every_size_load(name):
 )
 def test_configs_we_cannot_run_are_refused_with_the_key(change, message):
     with pytest.raises(CheckpointError, match=message):
-        GPT2Config.from_dict({**COMMON, **SIZES["gpt2"], **change})
+        from_dict({**COMMON, **SIZES["gpt2"], **change})

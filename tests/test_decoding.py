@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt2cli.checkpoint import load_model
-from gpt2cli.decoding import SampleText, generate
+from gpt2cli.session import load_model
+from gpt2cli.decoding.generate import generate
+from gpt2cli.decoding.text import SampleText
 from gpt2cli.errors import ContextOverflowError
-from gpt2cli.sampling import Sampler, SamplingOptions
+from gpt2cli.decoding.sampling import Sampler, SamplingOptions
 
 GREEDY = SamplingOptions(0.0, 0, 1.0)
 

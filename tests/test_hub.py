@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gpt2cli import hub
+from gpt2cli.store import hub, layout, resolve
 from gpt2cli.errors import CheckpointError, DownloadError, ModelNotFoundError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -112,16 +112,16 @@ def _staging_folders(weights: Path) -> list[str]:
 
 
 def test_first_use_downloads_into_a_recognizable_folder_that_loads(fake_hub, sources, weights, tmp_path):
-    from gpt2cli.checkpoint import load_model
+    from gpt2cli.session import load_model
 
     commit = fake_hub.add_repo(GPT2, sources.tiny)
-    folder = hub.resolve_model("gpt2", weights_dir=weights)
+    folder = resolve.resolve_model("gpt2", weights_dir=weights)
 
     assert folder == weights / "openai-community--gpt2"
-    assert _files(folder) == sorted([*MODEL_FILES, hub.MARKER])  # no huggingface_hub bookkeeping left
+    assert _files(folder) == sorted([*MODEL_FILES, layout.MARKER])  # no huggingface_hub bookkeeping left
     for name in MODEL_FILES:
         assert (folder / name).read_bytes() == (sources.tiny / name).read_bytes()
-    marker = json.loads((folder / hub.MARKER).read_text())
+    marker = json.loads((folder / layout.MARKER).read_text())
     assert marker["repo_id"] == GPT2 and marker["commit"] == commit and marker["revision"] is None
     assert sorted(marker["files"]) == sorted(MODEL_FILES)
     assert _staging_folders(weights) == []
@@ -131,37 +131,37 @@ def test_first_use_downloads_into_a_recognizable_folder_that_loads(fake_hub, sou
 
 def test_model_on_disk_is_used_without_any_request(fake_hub, sources, weights):
     fake_hub.add_repo(GPT2, sources.tiny)
-    folder = hub.resolve_model("gpt2", weights_dir=weights)
+    folder = resolve.resolve_model("gpt2", weights_dir=weights)
     fake_hub.reset_requests()
 
-    assert hub.resolve_model("gpt2", weights_dir=weights) == folder
-    assert hub.resolve_model(GPT2, weights_dir=weights) == folder  # the alias and its repo share a folder
-    assert hub.download_model("gpt2", weights_dir=weights) == folder  # download keeps a complete copy
+    assert resolve.resolve_model("gpt2", weights_dir=weights) == folder
+    assert resolve.resolve_model(GPT2, weights_dir=weights) == folder  # the alias and its repo share a folder
+    assert resolve.download_model("gpt2", weights_dir=weights).folder == folder  # download keeps a complete copy
     assert fake_hub.count() == 0
     fake_hub.stop()
-    assert hub.resolve_model("gpt2", weights_dir=weights) == folder
+    assert resolve.resolve_model("gpt2", weights_dir=weights) == folder
 
 
 def test_any_owner_name_repo_downloads(fake_hub, sources, weights):
     fake_hub.add_repo("someone/tiny-gpt2", sources.tiny)
-    folder = hub.resolve_model("someone/tiny-gpt2", weights_dir=weights)
+    folder = resolve.resolve_model("someone/tiny-gpt2", weights_dir=weights)
     assert folder == weights / "someone--tiny-gpt2"
     assert hub.is_downloaded(folder)
 
 
 def test_distilgpt2_alias_points_at_its_repo(fake_hub, sources, weights):
     fake_hub.add_repo("distilbert/distilgpt2", sources.tiny)
-    assert hub.resolve_model("distilgpt2", weights_dir=weights) == weights / "distilbert--distilgpt2"
+    assert resolve.resolve_model("distilgpt2", weights_dir=weights) == weights / "distilbert--distilgpt2"
 
 
 def test_sharded_checkpoint_downloads_every_shard_and_loads(fake_hub, sources, weights):
-    from gpt2cli.checkpoint import load_model
+    from gpt2cli.session import load_model
 
     fake_hub.add_repo("someone/sharded", sources.sharded)
-    folder = hub.resolve_model("someone/sharded", weights_dir=weights)
+    folder = resolve.resolve_model("someone/sharded", weights_dir=weights)
     shards = [f"model-0000{i}-of-00003.safetensors" for i in (1, 2, 3)]
     assert _files(folder) == sorted(
-        ["config.json", "vocab.json", "merges.txt", "model.safetensors.index.json", *shards, hub.MARKER]
+        ["config.json", "vocab.json", "merges.txt", "model.safetensors.index.json", *shards, layout.MARKER]
     )
     load_model(folder)
 
@@ -170,37 +170,37 @@ def test_pinned_revision_gets_its_own_folder(fake_hub, sources, weights):
     main = fake_hub.add_repo(GPT2, sources.tiny)
     v1 = fake_hub.add_repo(GPT2, sources.tiny_v2, revision="v1.0", tags=("release/v1",))
 
-    tagged = hub.resolve_model("gpt2", revision="v1.0", weights_dir=weights)
+    tagged = resolve.resolve_model("gpt2", revision="v1.0", weights_dir=weights)
     assert tagged == weights / "openai-community--gpt2@v1.0"
-    assert json.loads((tagged / hub.MARKER).read_text())["commit"] == v1
+    assert json.loads((tagged / layout.MARKER).read_text())["commit"] == v1
     assert (tagged / "model.safetensors").read_bytes() == (sources.tiny_v2 / "model.safetensors").read_bytes()
 
-    by_commit = hub.resolve_model("gpt2", revision=main, weights_dir=weights)
+    by_commit = resolve.resolve_model("gpt2", revision=main, weights_dir=weights)
     assert by_commit.name == f"openai-community--gpt2@{main}"
-    slashed = hub.resolve_model("gpt2", revision="release/v1", weights_dir=weights)
+    slashed = resolve.resolve_model("gpt2", revision="release/v1", weights_dir=weights)
     assert slashed.name.startswith("openai-community--gpt2@release_v1-") and slashed.parent == weights
 
 
 def test_force_refreshes_a_downloaded_model(fake_hub, sources, weights):
     old = fake_hub.add_repo(GPT2, sources.tiny)
-    folder = hub.download_model("gpt2", weights_dir=weights)
+    folder = resolve.download_model("gpt2", weights_dir=weights).folder
     new = fake_hub.add_repo(GPT2, sources.tiny_v2)  # main moves on
 
-    hub.resolve_model("gpt2", weights_dir=weights)  # on disk: kept as it is
-    assert json.loads((folder / hub.MARKER).read_text())["commit"] == old
-    assert hub.download_model("gpt2", weights_dir=weights, force=True) == folder
-    assert json.loads((folder / hub.MARKER).read_text())["commit"] == new
+    resolve.resolve_model("gpt2", weights_dir=weights)  # on disk: kept as it is
+    assert json.loads((folder / layout.MARKER).read_text())["commit"] == old
+    assert resolve.download_model("gpt2", weights_dir=weights, force=True).folder == folder
+    assert json.loads((folder / layout.MARKER).read_text())["commit"] == new
     assert (folder / "model.safetensors").read_bytes() == (sources.tiny_v2 / "model.safetensors").read_bytes()
     assert sorted(p.name for p in weights.iterdir()) == [".locks", folder.name]  # old copy and staging gone
 
 
 def test_damaged_download_is_fetched_again(fake_hub, sources, weights):
     fake_hub.add_repo(GPT2, sources.tiny)
-    folder = hub.resolve_model("gpt2", weights_dir=weights)
+    folder = resolve.resolve_model("gpt2", weights_dir=weights)
     with open(folder / "model.safetensors", "r+b") as f:
         f.truncate(100)
     assert not hub.is_downloaded(folder)
-    hub.resolve_model("gpt2", weights_dir=weights)
+    resolve.resolve_model("gpt2", weights_dir=weights)
     assert (folder / "model.safetensors").read_bytes() == (sources.tiny / "model.safetensors").read_bytes()
 
 
@@ -210,7 +210,7 @@ def test_folder_not_made_by_gpt2cli_is_left_alone(fake_hub, sources, weights):
     mine.mkdir(parents=True)
     (mine / "notes.txt").write_text("my own files")
     with pytest.raises(UsageError, match="not downloaded by gpt2cli"):
-        hub.resolve_model("gpt2", weights_dir=weights)
+        resolve.resolve_model("gpt2", weights_dir=weights)
     assert _files(mine) == ["notes.txt"]
 
 
@@ -220,22 +220,22 @@ def test_folder_not_made_by_gpt2cli_is_left_alone(fake_hub, sources, weights):
 
 
 def test_local_folder_is_returned_as_is_without_request(fake_hub, sources, weights):
-    assert hub.resolve_model(str(sources.tiny), weights_dir=weights) == sources.tiny
+    assert resolve.resolve_model(str(sources.tiny), weights_dir=weights) == sources.tiny
     assert fake_hub.count() == 0
     with pytest.raises(UsageError, match="local folder"):
-        hub.download_model(str(sources.tiny), weights_dir=weights)
+        resolve.download_model(str(sources.tiny), weights_dir=weights)
 
 
 @pytest.mark.parametrize("name", ["./no-such-folder", "/no/such/folder", "a/b/c"])
 def test_missing_folder_path_is_model_not_found(fake_hub, weights, name):
     with pytest.raises(ModelNotFoundError, match="does not exist"):
-        hub.resolve_model(name, weights_dir=weights)
+        resolve.resolve_model(name, weights_dir=weights)
     assert fake_hub.count() == 0
 
 
 def test_unknown_bare_name_lists_the_aliases(fake_hub, weights):
     with pytest.raises(ModelNotFoundError, match="gpt2-medium.*owner/name"):
-        hub.resolve_model("gpt3", weights_dir=weights)
+        resolve.resolve_model("gpt3", weights_dir=weights)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def test_unknown_bare_name_lists_the_aliases(fake_hub, weights):
 
 def test_unknown_repo_is_model_not_found(fake_hub, weights):
     with pytest.raises(ModelNotFoundError, match="nobody/nothing") as info:
-        hub.resolve_model("nobody/nothing", weights_dir=weights)
+        resolve.resolve_model("nobody/nothing", weights_dir=weights)
     assert "\n" not in str(info.value)
     assert not (weights / "nobody--nothing").exists()
 
@@ -253,13 +253,13 @@ def test_unknown_repo_is_model_not_found(fake_hub, weights):
 def test_unknown_revision_is_model_not_found(fake_hub, sources, weights):
     fake_hub.add_repo(GPT2, sources.tiny)
     with pytest.raises(ModelNotFoundError, match="revision 'v9' not found in openai-community/gpt2"):
-        hub.resolve_model("gpt2", revision="v9", weights_dir=weights)
+        resolve.resolve_model("gpt2", revision="v9", weights_dir=weights)
 
 
 def test_pickle_only_repo_is_refused_before_any_download(fake_hub, sources, weights):
     fake_hub.add_repo("someone/pickled", sources.pickle_only)
     with pytest.raises(CheckpointError, match="pytorch_model.bin.*pickle") as info:
-        hub.resolve_model("someone/pickled", weights_dir=weights)
+        resolve.resolve_model("someone/pickled", weights_dir=weights)
     assert "\n" not in str(info.value)
     assert fake_hub.count(path_contains="/resolve/") == 0
     assert fake_hub.count(path_contains="/tree/") == 0
@@ -270,20 +270,20 @@ def test_pickle_only_repo_is_refused_before_any_download(fake_hub, sources, weig
 def test_repo_lacking_a_tokenizer_file_is_refused(fake_hub, sources, weights):
     fake_hub.add_repo("someone/no-merges", sources.no_merges)
     with pytest.raises(ModelNotFoundError, match="lacks merges.txt"):
-        hub.resolve_model("someone/no-merges", weights_dir=weights)
+        resolve.resolve_model("someone/no-merges", weights_dir=weights)
     assert fake_hub.count(path_contains="/resolve/") == 0
 
 
 def test_other_architecture_is_refused(fake_hub, sources, weights):
     fake_hub.add_repo("someone/llama", sources.llama)
     with pytest.raises(CheckpointError, match="'llama' model; gpt2cli runs GPT-2"):
-        hub.resolve_model("someone/llama", weights_dir=weights)
+        resolve.resolve_model("someone/llama", weights_dir=weights)
 
 
 def test_unreachable_hub_says_to_use_a_folder_or_offline(fake_hub, weights):
     fake_hub.stop()
     with pytest.raises(DownloadError) as info:
-        hub.resolve_model("gpt2", weights_dir=weights)
+        resolve.resolve_model("gpt2", weights_dir=weights)
     message = str(info.value)
     assert "cannot reach the Hub" in message and "--model PATH" in message and "--offline" in message
     assert info.value.exit_code == 4
@@ -300,7 +300,7 @@ def test_disk_full_is_a_download_error_and_frees_the_partial_download(fake_hub, 
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", full_disk)
     with pytest.raises(DownloadError, match="disk full.*--weights-dir"):
-        hub.resolve_model("gpt2", weights_dir=weights)
+        resolve.resolve_model("gpt2", weights_dir=weights)
     assert _staging_folders(weights) == []
 
 
@@ -317,7 +317,7 @@ def test_transfer_cut_once_is_resumed_with_a_range_request(
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 512)  # else bytes before a cut stay in a 10 MB buffer
     fake_hub.add_repo(GPT2, sources.tiny)
     fake_hub.cut(GPT2, "model.safetensors", after=2048)
-    folder = hub.resolve_model("gpt2", weights_dir=weights)
+    folder = resolve.resolve_model("gpt2", weights_dir=weights)
     assert (folder / "model.safetensors").read_bytes() == (sources.tiny / "model.safetensors").read_bytes()
     ranges = [r.range for r in fake_hub.requests if r.method == "GET" and r.path.endswith("model.safetensors")]
     assert ranges == [None, "bytes=2048-"]
@@ -329,17 +329,17 @@ def test_interrupted_download_never_looks_like_a_model_and_next_run_resumes(
     fake_hub.add_repo(GPT2, sources.tiny)
     fake_hub.cut(GPT2, "model.safetensors", after=1000, times=100)
     with pytest.raises(DownloadError, match="run the command again") as info:
-        hub.resolve_model("gpt2", weights_dir=weights)
+        resolve.resolve_model("gpt2", weights_dir=weights)
     assert "\n" not in str(info.value)
 
     folder = weights / "openai-community--gpt2"
     assert not folder.exists() and _staging_folders(weights) == [".tmp-openai-community--gpt2"]
     assert not hub.list_models(weights)[0].downloaded
     with pytest.raises(ModelNotFoundError):
-        hub.resolve_model("gpt2", weights_dir=weights, offline=True)
+        resolve.resolve_model("gpt2", weights_dir=weights, offline=True)
 
     fake_hub.clear_faults()
-    assert hub.resolve_model("gpt2", weights_dir=weights) == folder
+    assert resolve.resolve_model("gpt2", weights_dir=weights) == folder
     assert (folder / "model.safetensors").read_bytes() == (sources.tiny / "model.safetensors").read_bytes()
     assert fake_hub.count("GET", "/resolve/") - fake_hub.count("GET", "model.safetensors") == 3  # kept, not refetched
     assert _staging_folders(weights) == []
@@ -349,12 +349,12 @@ def test_resume_never_mixes_two_commits(fake_hub, sources, weights, no_retry_wai
     fake_hub.add_repo(GPT2, sources.tiny)
     fake_hub.cut(GPT2, "model.safetensors", after=1000, times=100)
     with pytest.raises(DownloadError):
-        hub.resolve_model("gpt2", weights_dir=weights)
+        resolve.resolve_model("gpt2", weights_dir=weights)
     fake_hub.clear_faults()
     new = fake_hub.add_repo(GPT2, sources.tiny_v2)  # main moved on between the two runs
 
-    folder = hub.resolve_model("gpt2", weights_dir=weights)
-    assert json.loads((folder / hub.MARKER).read_text())["commit"] == new
+    folder = resolve.resolve_model("gpt2", weights_dir=weights)
+    assert json.loads((folder / layout.MARKER).read_text())["commit"] == new
     for name in MODEL_FILES:
         assert (folder / name).read_bytes() == (sources.tiny_v2 / name).read_bytes()
     assert fake_hub.count("GET", "config.json") == 2  # the old commit's partial download was started over
@@ -364,7 +364,7 @@ def test_killed_download_leaves_no_model_and_is_finished_by_the_next_run(fake_hu
     fake_hub.add_repo(GPT2, sources.tiny)
     stalled, release = fake_hub.stall(GPT2, "model.safetensors")
     code = (
-        "import sys; from pathlib import Path; from gpt2cli.hub import resolve_model; "
+        "import sys; from pathlib import Path; from gpt2cli.store.resolve import resolve_model; "
         "resolve_model('gpt2', weights_dir=Path(sys.argv[1]))"
     )
     child = subprocess.Popen([sys.executable, "-c", code, str(weights)], env=os.environ.copy(), cwd=REPO_ROOT)
@@ -377,7 +377,7 @@ def test_killed_download_leaves_no_model_and_is_finished_by_the_next_run(fake_hu
 
     folder = weights / "openai-community--gpt2"
     assert not hub.is_downloaded(folder) and not folder.exists()
-    assert hub.resolve_model("gpt2", weights_dir=weights) == folder  # the dead child's lock is gone
+    assert resolve.resolve_model("gpt2", weights_dir=weights) == folder  # the dead child's lock is gone
     assert hub.is_downloaded(folder)
 
 
@@ -388,7 +388,7 @@ def test_two_concurrent_downloads_make_one_good_folder(fake_hub, sources, weight
 
     def run(key: str) -> None:
         try:
-            results[key] = hub.resolve_model("gpt2", weights_dir=weights)
+            results[key] = resolve.resolve_model("gpt2", weights_dir=weights)
         except Exception as e:  # noqa: BLE001 - reported by the asserts below
             results[key] = e
 
@@ -418,21 +418,21 @@ def test_two_concurrent_downloads_make_one_good_folder(fake_hub, sources, weight
 
 def test_offline_uses_models_on_disk(fake_hub, sources, weights, monkeypatch):
     fake_hub.add_repo(GPT2, sources.tiny)
-    folder = hub.download_model("gpt2", weights_dir=weights)
+    folder = resolve.download_model("gpt2", weights_dir=weights).folder
     fake_hub.reset_requests()
-    assert hub.resolve_model("gpt2", weights_dir=weights, offline=True) == folder
+    assert resolve.resolve_model("gpt2", weights_dir=weights, offline=True) == folder
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.resolve_model("gpt2", weights_dir=weights) == folder
+    assert resolve.resolve_model("gpt2", weights_dir=weights) == folder
     assert fake_hub.count() == 0
 
 
 def test_offline_missing_model_names_the_model_and_its_folder(fake_hub, weights, monkeypatch):
     with pytest.raises(ModelNotFoundError) as info:
-        hub.resolve_model("gpt2-medium", weights_dir=weights, offline=True)
+        resolve.resolve_model("gpt2-medium", weights_dir=weights, offline=True)
     assert "gpt2-medium" in str(info.value) and str(weights / "openai-community--gpt2-medium") in str(info.value)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError, match="offline"):
-        hub.resolve_model("someone/model", weights_dir=weights)
+        resolve.resolve_model("someone/model", weights_dir=weights)
     assert fake_hub.count() == 0
 
 
@@ -444,8 +444,8 @@ def test_offline_missing_model_names_the_model_and_its_folder(fake_hub, weights,
 def test_list_models_shows_aliases_and_downloaded_models(fake_hub, sources, weights):
     fake_hub.add_repo(GPT2, sources.tiny)
     fake_hub.add_repo("someone/sharded", sources.sharded, revision="v2")
-    hub.resolve_model("gpt2", weights_dir=weights)
-    hub.resolve_model("someone/sharded", revision="v2", weights_dir=weights)
+    resolve.resolve_model("gpt2", weights_dir=weights)
+    resolve.resolve_model("someone/sharded", revision="v2", weights_dir=weights)
     (weights / ".tmp-someone--partial").mkdir()  # an interrupted download is not a model
     fake_hub.reset_requests()
 
@@ -486,12 +486,12 @@ def test_source_checkout_is_recognized_by_its_pyproject_and_weights_folder(tmp_p
 
 def test_downloads_write_nothing_to_stdout(fake_hub, sources, weights, capfd):
     fake_hub.add_repo(GPT2, sources.tiny)
-    hub.resolve_model("gpt2", weights_dir=weights, progress=True)
+    resolve.resolve_model("gpt2", weights_dir=weights, progress=True)
     assert capfd.readouterr().out == ""
 
 
 def test_importing_hub_does_not_import_huggingface_hub():
-    code = "import sys, gpt2cli.hub; print('huggingface_hub' in sys.modules)"
+    code = "import sys, gpt2cli.store.hub; print('huggingface_hub' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, check=True)
     assert out.stdout.strip() == "False"
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpt2cli.checkpoint import load_model
-from gpt2cli.decoding import generate
-from gpt2cli.output import ProgressLine
-from gpt2cli.sampling import Sampler, SamplingOptions
+from gpt2cli.session import load_model
+from gpt2cli.decoding.generate import generate
+from gpt2cli.cli.output import ProgressLine
+from gpt2cli.decoding.sampling import Sampler, SamplingOptions
 
 
 def test_progress_line_draws_layers_and_erases_itself(capsys):
@@ -43,7 +43,7 @@ def test_json_lines_never_carry_nan_or_infinity():
     import io
     import json
 
-    from gpt2cli.output import Writer
+    from gpt2cli.cli.output import Writer
 
     buffer = io.BytesIO()
     Writer(buffer, is_tty=False).json_line({"score": float("-inf"), "xs": [1.5, float("nan")], "n": 3})

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import modelfactory
-from gpt2cli import cli
+from gpt2cli.cli import process as cli
 
 GPT2CLI = [sys.executable, "-m", "gpt2cli"]
 # What a message must offer the user: a way out.
@@ -132,7 +132,7 @@ def real_vocab_model(tmp_path_factory, real_tokenizer_dir) -> Path:
 
 
 def tiny_tokenizer(folder: Path):
-    from gpt2cli.tokenizer import Tokenizer
+    from gpt2cli.store.tokenizer import Tokenizer
 
     return Tokenizer.from_folder(folder)
 
@@ -551,13 +551,14 @@ SIGNALS = [pytest.param(signal.SIGINT, 130, id="SIGINT"), pytest.param(signal.SI
 
 def _reference_stream(model: Path, prompt: str, at_least: int) -> bytes:
     """What the interrupted command was printing: the same greedy stream, computed in process."""
-    from gpt2cli.checkpoint import load_model
-    from gpt2cli.decoding import generate
-    from gpt2cli.sampling import Sampler, SamplingOptions
-    from gpt2cli.tokenizer import Detokenizer, Tokenizer
+    from gpt2cli.session import load_model
+    from gpt2cli.decoding.generate import generate
+    from gpt2cli.decoding.sampling import Sampler, SamplingOptions
+    from gpt2cli.decoding.text import Detokenizer
+    from gpt2cli.store.tokenizer import Tokenizer
 
     engine, tokenizer = load_model(model), Tokenizer.from_folder(model)
-    detok, out = Detokenizer(tokenizer), b""
+    detok, out = Detokenizer(tokenizer.token_bytes), b""
     steps = generate(
         engine, tokenizer.encode(prompt), Sampler(SamplingOptions(0.0, 50, 1.0)), 10**9,
         eos_token_id=engine.config.eos_token_id, ignore_eos=True,
@@ -595,7 +596,7 @@ def test_signal_while_streaming_into_a_pipe_keeps_what_was_printed(real_vocab_mo
 def test_signal_between_write_and_flush_loses_no_printed_text(tiny_model, monkeypatch):
     """The signal lands after a token's bytes went into stdout's buffer but before the flush:
     main()'s exit path still delivers them, and no traceback is printed."""
-    from gpt2cli.output import Writer
+    from gpt2cli.cli.output import Writer
 
     original, written = Writer.write, []
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from gpt2cli.errors import UsageError
-from gpt2cli.sampling import Sampler, SamplingOptions, candidates, log_softmax
+from gpt2cli.decoding.sampling import Sampler, SamplingOptions, candidates
+from gpt2cli.engine.kernels import log_softmax
 
 
 def brute_force_keep(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> set[int]:
@@ -103,13 +104,13 @@ def test_log_softmax_is_float32_and_normalised():
 @pytest.mark.parametrize(
     "opts, option",
     [
-        (SamplingOptions(-0.1, 50, 1.0), "--temperature"),
-        (SamplingOptions(float("nan"), 50, 1.0), "--temperature"),
-        (SamplingOptions(1.0, -1, 1.0), "--top-k"),
-        (SamplingOptions(1.0, 50, 0.0), "--top-p"),
-        (SamplingOptions(1.0, 50, 1.01), "--top-p"),
+        (SamplingOptions(-0.1, 50, 1.0), "temperature"),
+        (SamplingOptions(float("nan"), 50, 1.0), "temperature"),
+        (SamplingOptions(1.0, -1, 1.0), "top_k"),
+        (SamplingOptions(1.0, 50, 0.0), "top_p"),
+        (SamplingOptions(1.0, 50, 1.01), "top_p"),
     ],
 )
-def test_invalid_options_name_the_option(opts, option):
+def test_invalid_options_name_the_parameter(opts, option):
     with pytest.raises(UsageError, match=option):
         Sampler(opts)

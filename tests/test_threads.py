@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import modelfactory
-from gpt2cli import model as engine
-from gpt2cli import threads
-from gpt2cli.checkpoint import load_model
+from gpt2cli.engine import model as engine
+from gpt2cli.engine import threads
+from gpt2cli.session import load_model
 
 
 @pytest.fixture(autouse=True)

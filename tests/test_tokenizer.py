@@ -6,7 +6,8 @@ import pytest
 
 import modelfactory
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
-from gpt2cli.tokenizer import ENDOFTEXT, Detokenizer, Tokenizer
+from gpt2cli.decoding.text import Detokenizer
+from gpt2cli.store.tokenizer import ENDOFTEXT, Tokenizer
 
 CORPUS = [
     "Hello world",
@@ -75,7 +76,7 @@ def test_streaming_split_multibyte_characters_prints_exactly_the_full_decode(rea
     ids = real.encode(text)
     # GPT-2 splits these characters over several tokens: at least one token is not valid UTF-8 alone.
     assert any(_invalid_alone(real.token_bytes(i)) for i in ids)
-    detok = Detokenizer(real)
+    detok = Detokenizer(real.token_bytes)
     pieces = [detok.feed(i) for i in ids] + [detok.flush()]
     assert "".join(pieces) == text
     assert all("\ufffd" not in p for p in pieces)
@@ -86,7 +87,7 @@ def test_streaming_bytes_that_never_complete_match_the_full_decode(tmp_path):
     tok = Tokenizer.from_folder(tmp_path)
     ids = tok.encode("é🎉x")
     broken = [ids[0], ids[2], ids[1], ids[5], ids[3]]  # shuffled bytes: some sequences stay incomplete
-    detok = Detokenizer(tok)
+    detok = Detokenizer(tok.token_bytes)
     assert "".join(detok.feed(i) for i in broken) + detok.flush() == tok.decode(broken)
 
 
@@ -117,7 +118,7 @@ def test_vocab_and_merges_that_disagree_are_refused(tmp_path):
 def test_ranks_equal_tiktokens_own_data_gym_conversion(real_tokenizer_dir, tmp_path, monkeypatch):
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
-    from gpt2cli.tokenizer import read_bpe_files
+    from gpt2cli.store.tokenizer import read_bpe_files
 
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))  # tiktoken caches copies; keep them here
     theirs = data_gym_to_mergeable_bpe_ranks(

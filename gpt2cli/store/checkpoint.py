@@ -1,25 +1,23 @@
-"""safetensors files -> Weights: name table, tying, dtype upcast, validation, zero-copy memory maps.
+"""safetensors files -> float32 Weights: name table, tying, dtype upcast, validation, zero-copy maps.
 
 The safetensors library validates each file's header; the tensors themselves are numpy views of a
-read-only memory map of the file, so float32 weights cost no copy and no load time.
+read-only memory map of the file, so float32 weights cost no copy and no load time. Knows nothing of
+the engine that will run them (gpt2cli.spec is the shared vocabulary).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from gpt2cli.config import GPT2Config
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
-from gpt2cli.model import Block, GPT2Model, Weights
-
-SINGLE_FILE = "model.safetensors"
-INDEX_FILE = "model.safetensors.index.json"
-PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5", "flax_model.msgpack")
+from gpt2cli.spec import Block, GPT2Config, Weights
+from gpt2cli.store import layout
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
 # Buffers some GPT-2 checkpoints carry that are not weights (causal masks), and the tied head.
@@ -66,28 +64,33 @@ def expected_shapes(cfg: GPT2Config) -> dict[str, tuple[int, ...]]:
 
 
 def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files of a model folder (one file, or the shards its index names)."""
+    """The safetensors files of a model folder: model.safetensors, or the shards its index names."""
     folder = Path(folder)
-    single, index = folder / SINGLE_FILE, folder / INDEX_FILE
+    single, index = folder / layout.SINGLE_WEIGHTS, folder / layout.SHARD_INDEX
     if single.is_file():
         return [single]
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            shards = sorted(set(weight_map.values()))
+            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise CheckpointError(f"{index}: unreadable shard index ({e}); re-download the model") from None
+        # The index may name only files beside it: never a path, never a file outside the folder.
+        strangers = [s for s in shards if not (isinstance(s, str) and layout.SHARD.fullmatch(s))]
+        if strangers:
+            raise CheckpointError(
+                f"{index}: names {strangers[0]!r}, which is not a shard file name (model-0000i-of-0000n.safetensors); "
+                "re-download the model"
+            )
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
-            raise CheckpointError(f"{folder / missing[0]}: shard listed in {INDEX_FILE} is missing; re-download the model")
+            raise CheckpointError(f"{folder / missing[0]}: shard listed in {layout.SHARD_INDEX} is missing; re-download the model")
         return [folder / s for s in shards]
-    pickles = [name for name in PICKLE_FILES if (folder / name).exists()]
-    if pickles:
-        raise CheckpointError(
-            f"{folder}: has only {pickles[0]} (pickle/other formats), which gpt2cli never loads because "
-            "unpickling can run arbitrary code; convert it to model.safetensors"
-        )
-    raise ModelNotFoundError(f"{folder}: no {SINGLE_FILE} here; pass --model a GPT-2 folder with safetensors weights")
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        names = set()
+    layout.refuse_other_formats(names, str(folder))
+    raise ModelNotFoundError(f"{folder}: no {layout.SINGLE_WEIGHTS} here; pass --model a GPT-2 folder with safetensors weights")
 
 
 def _read_header(path: Path) -> tuple[dict, int]:
@@ -124,13 +127,12 @@ def _map_tensors(path: Path) -> dict[str, np.ndarray]:
                 f"{path}: tensor {name!r} has dtype {info['dtype']}, but GPT-2 weights must be F32, F16 or BF16; "
                 "re-download the model or re-export it in one of those"
             )
-        raw = data[start + begin : start + end]
-        array = raw.view(dtype).reshape(info["shape"])
+        array = data[start + begin : start + end].view(dtype).reshape(info["shape"])
         if info["dtype"] == "BF16":
             array = (array.astype(np.uint32) << 16).view(np.float32)
         elif info["dtype"] == "F16":
             array = array.astype(np.float32)
-        tensors[name] = array
+        tensors[name] = np.asarray(array)  # a plain ndarray view of the map (see spec.Weights)
     return tensors
 
 
@@ -171,23 +173,13 @@ def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
         Block(**{field: tensors[f"h.{i}.{name}"] for name, field in _BLOCK_FIELDS.items()})
         for i in range(cfg.n_layer)
     )
-    return Weights(
+    weights = Weights(
         wte=tensors["wte.weight"],
         wpe=tensors["wpe.weight"],
         blocks=blocks,
         ln_f_weight=tensors["ln_f.weight"],
         ln_f_bias=tensors["ln_f.bias"],
     )
-
-
-def load_model(folder: Path) -> GPT2Model:
-    """A ready GPT2Model from a checkpoint folder (config.json + safetensors)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ModelNotFoundError(f"{folder}: no such model folder; pass --model a GPT-2 model folder")
-    if not (folder / "config.json").is_file():
-        raise ModelNotFoundError(
-            f"{folder}: no config.json, so this is not a model folder; pass --model a GPT-2 model folder"
-        )
-    cfg = GPT2Config.from_file(folder / "config.json")
-    return GPT2Model(cfg, load_weights(folder, cfg))
+    for name, array in weights.arrays().items():
+        assert array.dtype == np.float32 and type(array) is np.ndarray, f"{name}: {type(array)} of {array.dtype}"
+    return weights

@@ -1,13 +1,12 @@
-"""GPT-2's byte-level BPE: a tiktoken Encoding built offline from vocab.json + merges.txt, and an
-incremental detokenizer that never prints half a UTF-8 character."""
+"""GPT-2's byte-level BPE: a tiktoken Encoding built offline from a folder's vocab.json + merges.txt."""
 
 from __future__ import annotations
 
-import codecs
 import json
 from pathlib import Path
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
+from gpt2cli.store.layout import TOKENIZER_FILES
 
 ENDOFTEXT = "<|endoftext|>"
 # GPT-2's pre-tokenizer split pattern (tiktoken's r50k/gpt2 pattern).
@@ -33,7 +32,7 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
     (that function caches copies in a temp folder) and failing with a message instead of an assert.
     """
     folder = Path(folder)
-    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    vocab_path, merges_path = (folder / name for name in TOKENIZER_FILES)
     for path in (vocab_path, merges_path):
         if not path.is_file():
             raise ModelNotFoundError(
@@ -119,20 +118,3 @@ class Tokenizer:
 
     def decode(self, tokens: list[int]) -> str:
         return self.decode_bytes(tokens).decode("utf-8", errors="replace")
-
-
-class Detokenizer:
-    """Turns a stream of token ids into text, holding back the bytes of an unfinished character.
-
-    Feeding every token then calling flush() yields exactly tokenizer.decode(all tokens).
-    """
-
-    def __init__(self, tokenizer: Tokenizer):
-        self.tokenizer = tokenizer
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-
-    def feed(self, token: int) -> str:
-        return self._decoder.decode(self.tokenizer.token_bytes(token))
-
-    def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)

@@ -1,5 +1,5 @@
 """generate(): the token loop for greedy and sampled decoding of one or more rows, with the
-context-overflow policies; SampleText: streamed text with stop strings held back and cut.
+context-overflow policies.
 
 Nothing here prints or touches files: warnings go through a callback the caller provides.
 """
@@ -7,15 +7,30 @@ Nothing here prints or touches files: warnings go through a callback the caller 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Callable, Iterator
 
 import numpy as np
 
-from gpt2cli.errors import CheckpointError, ContextOverflowError, UsageError
-from gpt2cli.model import GPT2Model, Progress
-from gpt2cli.sampling import Sampler, log_softmax
+from gpt2cli.decoding.sampling import Sampler
+from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.engine.model import GPT2Model, Progress
+from gpt2cli.errors import CheckpointError, ContextOverflowError, InvalidValue, UsageError
 
-OVERFLOW_MODES = ("slide", "truncate", "error")
+
+class Overflow(str, Enum):
+    """What to do when prompt + new tokens exceed the model's context."""
+
+    SLIDE = "slide"  # keep going on the most recent window
+    TRUNCATE = "truncate"  # drop the prompt's start so that everything fits
+    ERROR = "error"  # refuse
+
+    @classmethod
+    def of(cls, mode: "Overflow | str") -> "Overflow":
+        try:
+            return cls(mode)
+        except ValueError:
+            raise InvalidValue("on_overflow", f"must be one of {', '.join(m.value for m in cls)}", mode) from None
 
 
 @dataclass(frozen=True)
@@ -34,30 +49,35 @@ def check_logits(logits: np.ndarray) -> np.ndarray:
     return logits
 
 
-def check_overflow_mode(mode: str) -> str:
-    if mode not in OVERFLOW_MODES:
-        raise UsageError(f"--on-overflow must be one of {', '.join(OVERFLOW_MODES)}, got {mode!r}")
-    return mode
+def check_options(max_new_tokens: int, num_samples: int = 1, on_overflow: Overflow | str = Overflow.SLIDE) -> None:
+    """Raises InvalidValue for options generate() cannot take (callers check early, before loading a model)."""
+    if max_new_tokens < 1:
+        raise InvalidValue("max_new_tokens", "must be >= 1", max_new_tokens)
+    if num_samples < 1:
+        raise InvalidValue("num_samples", "must be >= 1", num_samples)
+    Overflow.of(on_overflow)
 
 
 def fit_prompt(
-    prompt: list[int], n_ctx: int, max_new_tokens: int, mode: str, warn: Callable[[str], None]
+    prompt: list[int], n_ctx: int, max_new_tokens: int, mode: Overflow | str, warn: Callable[[str], None]
 ) -> list[int]:
     """The prompt as the model will see it under the overflow mode; raises for `error` mode."""
-    check_overflow_mode(mode)
+    mode = Overflow.of(mode)
     n = len(prompt)
-    if mode == "error":
+    if mode is Overflow.ERROR:
         if n + max_new_tokens > n_ctx:
             raise ContextOverflowError(
-                f"the prompt ({n} tokens) plus --max-tokens ({max_new_tokens}) exceed the model's context of "
-                f"{n_ctx} tokens; shorten the prompt, lower --max-tokens, or use --on-overflow slide"
+                f"the prompt ({n} tokens) plus {{max_new_tokens}} ({max_new_tokens}) exceed the model's context of "
+                f"{n_ctx} tokens; shorten the prompt, lower {{max_new_tokens}}, or use {{on_overflow}} slide",
+                "max_new_tokens", "on_overflow",
             )
         return prompt
-    if mode == "truncate":
+    if mode is Overflow.TRUNCATE:
         if max_new_tokens >= n_ctx:
             raise ContextOverflowError(
-                f"--max-tokens {max_new_tokens} leaves no room for the prompt in the model's context of "
-                f"{n_ctx} tokens; lower --max-tokens or use --on-overflow slide"
+                f"{{max_new_tokens}} {max_new_tokens} leaves no room for the prompt in the model's context of "
+                f"{n_ctx} tokens; lower {{max_new_tokens}} or use {{on_overflow}} slide",
+                "max_new_tokens", "on_overflow",
             )
         keep = n_ctx - max_new_tokens
         if n > keep:
@@ -80,7 +100,7 @@ def generate(
     eos_token_id: int | None = None,
     ignore_eos: bool = False,
     logprobs: bool = False,
-    on_overflow: str = "slide",
+    on_overflow: Overflow | str = Overflow.SLIDE,
     warn: Callable[[str], None] = lambda message: None,
     prefill_progress: Progress | None = None,
 ) -> Iterator[Step]:
@@ -91,10 +111,7 @@ def generate(
     Arguments and the prompt's fit are checked here, before the first step is asked for, so a
     caller learns of an error before it prints anything.
     """
-    if max_new_tokens < 1:
-        raise UsageError(f"--max-tokens must be >= 1, got {max_new_tokens}")
-    if num_samples < 1:
-        raise UsageError(f"--num-samples must be >= 1, got {num_samples}")
+    check_options(max_new_tokens, num_samples, on_overflow)
     if not prompt:
         raise UsageError("the prompt is empty; pass text, or let the caller start from <|endoftext|>")
     notes: list[str] = []
@@ -140,60 +157,3 @@ def _steps(
             logits = model.forward(recent, cache, progress=prefill_progress)
         else:
             logits = model.forward(tokens[:, None], cache)  # [B, V]
-
-
-class SampleText:
-    """One sample's text as it streams, with stop strings: add() decoded pieces, take() what is safe
-    to show (a possible start of a stop string is held back); once a stop string appears, the text
-    ends before it and `stopped` is set.
-    """
-
-    def __init__(self, stops: tuple[str, ...] = ()):
-        self.stops = tuple(s for s in stops if s)
-        self.text = ""  # everything decoded so far (cut at the stop once found)
-        self.emitted = 0  # how much of text take() has handed out
-        self.stopped = False
-        self.token_starts: list[int] = []  # character offset at which each token's text began
-
-    def add(self, piece: str, *, new_token: bool = True) -> None:
-        if self.stopped:
-            return
-        if new_token:
-            self.token_starts.append(len(self.text))
-        searched = max(0, len(self.text) - max(map(len, self.stops), default=0))
-        self.text += piece
-        hits = [i for i in (self.text.find(s, searched) for s in self.stops) if i >= 0]
-        if hits:
-            self.text = self.text[: min(hits)]
-            self.stopped = True
-
-    def take(self) -> str:
-        """New text that can be shown now."""
-        held = 0 if self.stopped else self._held_suffix()
-        return self._emit(len(self.text) - held)
-
-    def finish(self) -> str:
-        """All text not yet shown (the sample has ended)."""
-        return self._emit(len(self.text))
-
-    def kept_tokens(self) -> int:
-        """How many tokens contributed text before the stop (all, when no stop was hit)."""
-        if not self.stopped:
-            return len(self.token_starts)
-        return sum(1 for start in self.token_starts if start < len(self.text))
-
-    def _held_suffix(self) -> int:
-        """Length of the longest end of the text that could still grow into a stop string."""
-        longest = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(stop[:n]):
-                    longest = n
-                    break
-        return longest
-
-    def _emit(self, upto: int) -> str:
-        upto = max(upto, self.emitted)
-        out = self.text[self.emitted : upto]
-        self.emitted = upto
-        return out

@@ -10,15 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpt2cli.errors import UsageError
-
-
-def log_softmax(logits: np.ndarray, *, inplace: bool = False) -> np.ndarray:
-    """[..., V] -> [..., V] log-probabilities, float32; inplace reuses a logits buffer nobody needs."""
-    out = logits if inplace else logits.copy()
-    out -= out.max(axis=-1, keepdims=True)
-    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
-    return out
+from gpt2cli.engine.kernels import softmax
+from gpt2cli.errors import InvalidValue
 
 
 @dataclass(frozen=True)
@@ -29,11 +22,11 @@ class SamplingOptions:
 
     def validate(self) -> "SamplingOptions":
         if not (self.temperature >= 0.0 and np.isfinite(self.temperature)):
-            raise UsageError(f"--temperature must be a number >= 0 (0 = greedy), got {self.temperature}")
+            raise InvalidValue("temperature", "must be a number >= 0 (0 = greedy)", self.temperature)
         if self.top_k < 0:
-            raise UsageError(f"--top-k must be >= 0 (0 = off), got {self.top_k}")
+            raise InvalidValue("top_k", "must be >= 0 (0 = off)", self.top_k)
         if not (0.0 < self.top_p <= 1.0):
-            raise UsageError(f"--top-p must be in (0, 1], got {self.top_p}")
+            raise InvalidValue("top_p", "must be in (0, 1] (1 = off)", self.top_p)
         return self
 
 
@@ -60,8 +53,7 @@ def candidates(row: np.ndarray, opts: SamplingOptions) -> tuple[np.ndarray, np.n
     if opts.top_p < 1.0:
         order = np.argsort(-vals, kind="stable")
         ids, vals = ids[order], vals[order]
-    probs = np.exp(vals - vals.max())
-    probs /= probs.sum()
+    probs = softmax(vals, inplace=True)  # vals is a fresh array (fancy indexing)
     if opts.top_p < 1.0:
         # transformers drops tokens whose ascending cumulative probability is <= 1 - top_p, i.e. keeps
         # the smallest prefix (by descending probability) whose mass reaches top_p; at least one.

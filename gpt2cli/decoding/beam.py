@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from gpt2cli.decoding import check_logits
-from gpt2cli.errors import UsageError
-from gpt2cli.sampling import log_softmax
+from gpt2cli.decoding.generate import check_logits
+from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
 
 F32 = np.float32
 # transformers' stand-in for "impossible": the start score of beams 1.. (so step 1 expands beam 0 only).
@@ -86,23 +86,23 @@ def validate_options(
     early_stopping: object,
     length_penalty: float = 1.0,
 ) -> None:
-    """Raises UsageError naming the CLI option for any value outside its range."""
+    """Raises InvalidValue naming the parameter for any value outside its range."""
 
     def is_int(v: object) -> bool:
         return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
     if not is_int(num_beams) or num_beams < 1:
-        raise UsageError(f"--beams must be an integer >= 1, got {num_beams!r}")
+        raise InvalidValue("num_beams", "must be an integer >= 1", num_beams)
     if not is_int(num_return) or not 1 <= num_return <= num_beams:
-        raise UsageError(f"--num-return must be between 1 and --beams ({num_beams}), got {num_return!r}")
+        raise InvalidValue("num_return", f"must be between 1 and {{num_beams}} ({num_beams})", num_return, "num_beams")
     if not is_int(max_new_tokens) or max_new_tokens < 1:
-        raise UsageError(f"--max-tokens must be an integer >= 1, got {max_new_tokens!r}")
+        raise InvalidValue("max_new_tokens", "must be an integer >= 1", max_new_tokens)
     if not is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
-        raise UsageError(f"--no-repeat-ngram must be an integer >= 0 (0 = off), got {no_repeat_ngram_size!r}")
+        raise InvalidValue("no_repeat_ngram_size", "must be an integer >= 0 (0 = off)", no_repeat_ngram_size)
     if not (early_stopping is True or early_stopping is False or early_stopping == "never"):
-        raise UsageError(f"--early-stopping must be true, false or never, got {early_stopping!r}")
+        raise InvalidValue("early_stopping", "must be true, false or never", early_stopping)
     if not (np.isfinite(length_penalty) and abs(length_penalty) <= 100):  # len ** 1e300 overflows
-        raise UsageError(f"--length-penalty must be a finite number from -100 to 100, got {length_penalty!r}")
+        raise InvalidValue("length_penalty", "must be a finite number from -100 to 100", length_penalty)
 
 
 def beam_search(
@@ -146,9 +146,10 @@ def beam_search(
     n_prompt = len(prompt_ids)
     total = n_prompt + max_new_tokens
     if total > cfg.n_positions:
-        raise UsageError(
-            f"prompt ({n_prompt} tokens) + --max-tokens ({max_new_tokens}) = {total} tokens exceeds the "
-            f"model's context of {cfg.n_positions}; beam search does not slide, so shorten one of them"
+        raise ContextOverflowError(
+            f"prompt ({n_prompt} tokens) + {{max_new_tokens}} ({max_new_tokens}) = {total} tokens exceeds the "
+            f"model's context of {cfg.n_positions}; beam search does not slide, so shorten one of them",
+            "max_new_tokens",
         )
 
     # transformers keeps (1 + number of eos ids) * num_beams candidates: enough that num_beams of them

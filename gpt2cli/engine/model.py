@@ -1,75 +1,29 @@
-"""The NumPy GPT-2 engine: read-only Weights, a preallocated KVCache, and GPT2Model.forward().
+"""The GPT-2 forward pass over a preallocated KVCache: a batched prefill, or one-token decode steps.
 
-Everything is float32 and batched ([B, T, ...]); nothing here prints or touches files.
-Decoding is bound by reading every weight once per token, so the engine's job is to add as little
-as possible to those matrix-vector products; the choices below were made by measurement
-(benchmarks/README.md has the figures).
+Reads like picoGPT (layer norm, attention, MLP, residuals, under the checkpoint's names), batched
+([B, T, ...]) and float32; the kernels and product routes it calls live in kernels.py. Nothing here
+prints or touches files.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from gpt2cli import threads
-from gpt2cli.config import GPT2Config
+from gpt2cli.engine import threads
+from gpt2cli.engine.kernels import F32, layer_norm, gelu_new, linear, matmul, softmax, split_linear
+from gpt2cli.spec import GPT2Config, Weights
 
-F32 = np.float32
 Progress = Callable[[int, int], None]  # (layers done, n_layer)
-# gelu_new's constants, folded (sqrt(2/pi) and sqrt(2/pi) * 0.044715), as float32 so that no
-# float64 scalar upcasts an activation (NEP 50).
-_GELU_C = F32(0.7978845608028654)
-_GELU_AC = F32(0.7978845608028654 * 0.044715)
-
-# Elementwise passes over a long prompt's activations run on row slices of about this many floats,
-# so that a slice and its scratch stay in L2 between passes (GELU on 512 rows: 1.8 ms, not 3.3 ms).
-_SLICE_FLOATS = 96 * 1024
-# OpenBLAS's sgemm packs the whole weight matrix on every call, so a product with a handful of rows
-# (beams, -N samples) costs about three single-row products. Up to this many rows, each row gets its
-# own gemv over ~2 MiB row blocks of the weight instead, so rows 2.. find the block in L2 cache
-# (GPT-2 small, 4 rows: a forward step takes 41 ms instead of 59). The crossovers were measured: gemm
-# wins from 9 rows on for the blocks' weights, from 13 on for the LM head.
-_FEW_ROWS = 8
-_FEW_ROWS_LM_HEAD = 12
-# ~2 MiB: small enough for L2, big enough that OpenBLAS still runs each gemv on all its threads.
-_BLOCK_FLOATS = 512 * 1024
 # A prompt's causal attention runs in tiles of this many queries, each against only the keys it can
 # see, which skips nearly half of the score matrix.
 _QUERY_TILE = 128
 # From this many rows (tokens x batch) on, a forward pass runs split over the engine's threads
-# (GPT2Model.splits, gpt2cli.threads): a 512-token prefill took ~400 ms instead of ~460 on 2 cores.
+# (GPT2Model.splits, engine.threads): a 512-token prefill took ~400 ms instead of ~460 on 2 cores.
 # Below it, handing work to a thread costs more than it saves.
 _SPLIT_ROWS = 32
-
-
-@dataclass(frozen=True)
-class Block:
-    """One transformer layer's weights, under the checkpoint's names (Conv1D weights are [in, out])."""
-
-    ln_1_weight: np.ndarray  # [n_embd]
-    ln_1_bias: np.ndarray  # [n_embd]
-    c_attn_weight: np.ndarray  # [n_embd, 3*n_embd]
-    c_attn_bias: np.ndarray  # [3*n_embd]
-    attn_c_proj_weight: np.ndarray  # [n_embd, n_embd]
-    attn_c_proj_bias: np.ndarray  # [n_embd]
-    ln_2_weight: np.ndarray  # [n_embd]
-    ln_2_bias: np.ndarray  # [n_embd]
-    c_fc_weight: np.ndarray  # [n_embd, 4*n_embd]
-    c_fc_bias: np.ndarray  # [4*n_embd]
-    mlp_c_proj_weight: np.ndarray  # [4*n_embd, n_embd]
-    mlp_c_proj_bias: np.ndarray  # [n_embd]
-
-
-@dataclass(frozen=True)
-class Weights:
-    wte: np.ndarray  # [vocab_size, n_embd]; also the LM head (tied)
-    wpe: np.ndarray  # [n_positions, n_embd]
-    blocks: tuple[Block, ...]
-    ln_f_weight: np.ndarray  # [n_embd]
-    ln_f_bias: np.ndarray  # [n_embd]
 
 
 class KVCache:
@@ -133,141 +87,6 @@ class KVCache:
                 self.v[:, row, :, first:n] = v[:, :, first:n]
 
 
-def _row_slices(n_rows: int, row_len: int, floats: int) -> list[slice]:
-    step = max(1, floats // max(row_len, 1))
-    return [slice(i, i + step) for i in range(0, n_rows, step)]
-
-
-def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, *, split: bool = False) -> np.ndarray:
-    # [..., n_embd] -> [..., n_embd] (a new array); split: in row parts on the engine's threads
-    n = x.shape[-1]
-    if split:
-        rows = x.reshape(-1, n)  # [N, n_embd]
-        out = np.empty_like(rows)  # [N, n_embd]
-
-        def part(start: int, stop: int) -> None:
-            out[start:stop] = _layer_norm_rows(rows[start:stop], weight, bias, eps)
-
-        threads.split(part, len(rows))
-        return out.reshape(x.shape)
-    return _layer_norm_rows(x, weight, bias, eps)
-
-
-def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    # [..., n_embd] -> [..., n_embd] (a new array)
-    n = x.shape[-1]
-    if x.size == n:  # one row (decoding): scalar statistics, 6 array operations in all
-        centered = x - F32(np.add.reduce(x, axis=None) / F32(n))  # [..., n_embd]
-        var = np.dot(centered.ravel(), centered.ravel()) / F32(n)  # float32 scalar
-        centered *= weight * (F32(1.0) / np.sqrt(var + F32(eps)))
-        centered += bias
-        return centered
-    mean = np.add.reduce(x, axis=-1, keepdims=True)  # [..., 1]
-    mean *= F32(1.0 / n)
-    centered = x - mean  # [..., n_embd]
-    var = np.einsum("...i,...i->...", centered, centered)[..., None]  # [..., 1]
-    var *= F32(1.0 / n)
-    var += F32(eps)
-    np.sqrt(var, out=var)
-    centered /= var
-    centered *= weight
-    centered += bias
-    return centered
-
-
-def gelu_new(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """GPT-2's tanh GELU of x (+ bias), in place on x (a fresh activation buffer): [..., n] -> [..., n]."""
-    _gelu_rows(x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1), bias)
-    return x
-
-
-def _gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
-    # [N, n] (any strides), in place
-    scratch = np.empty((min(len(rows), max(1, _SLICE_FLOATS // rows.shape[1])), rows.shape[1]), F32)
-    for part in _row_slices(len(rows), rows.shape[1], _SLICE_FLOATS):
-        xs = rows[part]  # [r, n]
-        t = scratch[: len(xs)]  # [r, n]
-        if bias is not None:  # c_fc's bias, added here while the slice is in cache
-            xs += bias
-        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), as x * (0.5 + 0.5 tanh(x (c + ac x^2)))
-        np.multiply(xs, xs, out=t)
-        t *= _GELU_AC
-        t += _GELU_C
-        t *= xs
-        np.tanh(t, out=t)
-        t *= F32(0.5)
-        t += F32(0.5)
-        xs *= t
-
-
-def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    # [N, n_in] @ [n_in, n_out] -> [N, n_out] (a new array), by the fastest route for N rows
-    out = np.empty((x.shape[0], weight.shape[1]), F32)
-    if x.shape[0] == 1:
-        np.dot(x[0], weight, out=out[0])
-    elif x.shape[0] <= _FEW_ROWS:
-        _few_rows_matmul(x, weight, out)
-    else:
-        np.dot(x, weight, out=out)
-    return out
-
-
-def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    # [N, n_in] @ [n_in, n_out] + [n_out] -> [N, n_out] (a new array)
-    out = matmul(x, weight)
-    out += bias
-    return out
-
-
-def split_linear(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, gelu: bool = False, add_to: np.ndarray | None = None
-) -> np.ndarray:
-    """A long prompt's x @ weight (+ bias) (then GELU), in column parts on the engine's threads.
-
-    [N, n_in] @ [n_in, n_out] -> [N, n_out]: a new array, or added into add_to (the residual stream)
-    and add_to returned. Each part runs one single-threaded GEMM on its columns of the weight (so it
-    packs only those) and finishes them while they are in its cache.
-    """
-    out = np.empty((x.shape[0], weight.shape[1]), F32) if add_to is None else None  # [N, n_out]
-
-    def part(c0: int, c1: int) -> None:
-        y = np.matmul(x, weight[:, c0:c1])  # [N, c1-c0]
-        if gelu:
-            _gelu_rows(y, None if bias is None else bias[c0:c1])
-        elif bias is not None:
-            y += bias[c0:c1]
-        if add_to is not None:
-            add_to[:, c0:c1] += y
-        else:
-            out[:, c0:c1] = y
-
-    threads.split(part, weight.shape[1], calls_blas=True)
-    return out if add_to is None else add_to
-
-
-def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
-    """out[i] = x[i] @ weight, one gemv per row and ~2 MiB block of weight rows, summed over blocks."""
-    # x [N, n_in], weight [n_in, n_out] -> out [N, n_out]
-    blocks = _row_slices(weight.shape[0], weight.shape[1], _BLOCK_FLOATS)
-    if len(blocks) == 1:
-        for i in range(len(x)):
-            np.dot(x[i], weight, out=out[i])
-        return
-    partial = np.empty((len(blocks), *out.shape), F32)  # [n_blocks, N, n_out]
-    for part, block in zip(partial, blocks):
-        w = weight[block]  # [rows of the block, n_out], contiguous
-        for i in range(len(x)):
-            np.dot(x[i, block], w, out=part[i])
-    np.add.reduce(partial, axis=0, out=out)
-
-
-def softmax_inplace(x: np.ndarray) -> np.ndarray:
-    # [..., n] -> [..., n], rows sum to 1
-    x -= x.max(axis=-1, keepdims=True)
-    np.exp(x, out=x)
-    x /= x.sum(axis=-1, keepdims=True)
-    return x
-
 
 class GPT2Model:
     """GPT-2 forward passes over a KVCache: a batched prefill, or one-token decode steps.
@@ -277,20 +96,13 @@ class GPT2Model:
 
     def __init__(self, config: GPT2Config, weights: Weights):
         self.config = config
-        self.weights = weights
+        self.weights = weights  # float32 ndarrays, checked by the loader (store.checkpoint)
+        self._blocks = weights.blocks
+        self._wte = weights.wte
+        self._wpe = weights.wpe
+        self._ln_f = (weights.ln_f_weight, weights.ln_f_bias)
         self._scale = F32(1.0 / np.sqrt(config.head_dim))
         self._eps = F32(config.layer_norm_epsilon)
-        # Plain ndarray views of the (memory-mapped) weights: an np.memmap operand would send every
-        # result through the subclass's Python-level wrapping.
-        plain = np.asarray  # an ndarray view, not a copy
-        self._blocks = [Block(**{f: plain(getattr(b, f)) for f in Block.__dataclass_fields__}) for b in weights.blocks]
-        self._wte = plain(weights.wte)
-        self._wpe = plain(weights.wpe)
-        self._ln_f = (plain(weights.ln_f_weight), plain(weights.ln_f_bias))
-        for name, a in [("wte", self._wte), ("wpe", self._wpe), ("ln_f", self._ln_f[0]), ("ln_f", self._ln_f[1])] + [
-            (f"h.{i}.{f}", getattr(b, f)) for i, b in enumerate(self._blocks) for f in Block.__dataclass_fields__
-        ]:
-            assert a.dtype == F32, f"{name} is {a.dtype}: the engine computes in float32 only"
         self._masks: dict[int, np.ndarray] = {}
 
     def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
@@ -338,7 +150,7 @@ class GPT2Model:
         cache.v[layer, :, :, past] = kv[:, 1]
         k = cache.k[layer, :, :, : past + 1]  # [B, n_head, past+1, head_dim]
         scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, n_head, 1, past+1]
-        out = np.matmul(softmax_inplace(scores), cache.v[layer, :, :, : past + 1])  # [B, n_head, 1, head_dim]
+        out = np.matmul(softmax(scores, inplace=True), cache.v[layer, :, :, : past + 1])  # [B, n_head, 1, head_dim]
         return out.reshape(b, cfg.n_embd)
 
     def _attend_heads(
@@ -462,19 +274,8 @@ class GPT2Model:
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         # [..., n_embd] @ wte.T -> [..., vocab_size]
-        wte = self._wte
-        rows = np.ascontiguousarray(h, dtype=F32).reshape(-1, wte.shape[1])  # [N, n_embd]
-        out = np.empty((len(rows), wte.shape[0]), F32)  # [N, V]
-        if len(rows) == 1:
-            np.dot(wte, rows[0], out=out[0])
-        elif len(rows) <= _FEW_ROWS_LM_HEAD:  # see _FEW_ROWS: here blocks of vocabulary rows, no partial sums
-            for block in _row_slices(wte.shape[0], wte.shape[1], _BLOCK_FLOATS):
-                w = wte[block]  # [rows of the block, n_embd]
-                for i in range(len(rows)):
-                    np.dot(w, rows[i], out=out[i, block])
-        else:
-            np.dot(rows, wte.T, out=out)
-        return out.reshape(*h.shape[:-1], wte.shape[0])
+        rows = np.ascontiguousarray(h, dtype=F32).reshape(-1, self._wte.shape[1])  # [N, n_embd]
+        return matmul(rows, self._wte, transposed=True).reshape(*h.shape[:-1], self._wte.shape[0])
 
     def forward(
         self, tokens: np.ndarray, cache: KVCache, *, all_logits: bool = False, progress: Progress | None = None

@@ -1,0 +1,109 @@
+"""Options shared by several commands, declared once, and the option that sets each library parameter.
+
+Values are checked once, where the library receives them (errors.InvalidValue names the parameter);
+FLAGS lets the CLI say the same message with the option's name. Choices are Enums, so typer lists
+and checks them.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpt2cli.decoding.generate import Overflow
+
+# library parameter -> the option that sets it, for messages (errors.OptionError.render)
+FLAGS = {
+    "max_new_tokens": "--max-tokens",
+    "num_samples": "--num-samples",
+    "temperature": "--temperature",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "on_overflow": "--on-overflow",
+    "num_beams": "--beams",
+    "num_return": "--num-return",
+    "no_repeat_ngram_size": "--no-repeat-ngram",
+    "early_stopping": "--early-stopping",
+    "length_penalty": "--length-penalty",
+}
+
+
+def choice(enum: type[Enum], choices: str):
+    """A typer parser for an Enum option: case-insensitive, and the error lists the choices."""
+
+    def parse(value: str | Enum) -> Enum:
+        if isinstance(value, enum):
+            return value
+        try:
+            return enum(str(value).strip().lower())
+        except ValueError:
+            raise typer.BadParameter(f"must be {choices}, got {value!r}") from None
+
+    return parse
+
+
+class EarlyStopping(str, Enum):
+    """--early-stopping's choices, as transformers names them."""
+
+    TRUE = "true"
+    FALSE = "false"
+    NEVER = "never"
+
+    @property
+    def value_for_search(self) -> bool | str:
+        """beam_search's early_stopping: True, False or "never"."""
+        return {"true": True, "false": False}.get(self.value, self.value)
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "-m", "--model", envvar="GPT2CLI_MODEL", show_envvar=True,
+        help="Model: a folder with config.json, model.safetensors, vocab.json, merges.txt; "
+        "or a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.",
+    ),
+]  # fmt: skip
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit to use.")]
+WeightsDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--weights-dir", envvar="GPT2CLI_WEIGHTS", help="Folder holding downloaded models."),
+]
+OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1).")]
+PromptArg = Annotated[
+    Optional[str],
+    typer.Argument(help="Prompt text; omit it or pass - to read stdin (piped stdin also comes before PROMPT)."),
+]
+TextArg = Annotated[Optional[str], typer.Argument(help="The text; omit it or pass - to read stdin.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+AllowSpecialOpt = Annotated[
+    bool, typer.Option("--allow-special", help="Treat <|endoftext|> in the text as the special token, not as text.")
+]
+MaxTokensOpt = Annotated[int, typer.Option("-n", "--max-tokens", help="How many new tokens, at most.")]
+TemperatureOpt = Annotated[float, typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy.")]
+TopKOpt = Annotated[int, typer.Option("-k", "--top-k", help="Sample among the k most likely tokens; 0 = off.")]
+TopPOpt = Annotated[float, typer.Option("-p", "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed: the same seed and options give the same text.")]
+OverflowOpt = Annotated[
+    Overflow,
+    typer.Option(
+        "--on-overflow",
+        parser=choice(Overflow, "one of slide, truncate, error"),
+        metavar="[slide|truncate|error]",
+        help="When prompt + new tokens exceed the context: slide (keep going on the most recent window), "
+        "truncate (drop the prompt's start), error (exit 2).",
+    ),
+]
+EarlyStoppingOpt = Annotated[
+    EarlyStopping,
+    typer.Option(
+        "--early-stopping",
+        parser=choice(EarlyStopping, "true, false or never"),
+        metavar="[true|false|never]",
+        help="When beam search ends (transformers' meanings): true = once --beams hypotheses have finished; "
+        "false = also once no running beam can beat the finished ones at its current length; "
+        "never = judge that at --max-tokens when --length-penalty > 0.",
+    ),
+]

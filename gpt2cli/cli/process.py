@@ -1,0 +1,188 @@
+"""main(): runs a command and owns the process around it: SIGINT/SIGTERM, closed pipes, exit codes,
+and every failure turned into one line on stderr (the traceback too under GPT2CLI_DEBUG=1).
+
+Exit codes: 0 ok, 1 unexpected error, 2 usage (bad option, unknown model, missing files),
+3 broken checkpoint or tokenizer, 4 download failure, 130 interrupted (Ctrl-C), 141 stdout
+closed (e.g. `| head`), 143 terminated (SIGTERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from typing import Optional
+
+import typer
+
+from gpt2cli.cli.app import app
+from gpt2cli.cli.options import FLAGS
+from gpt2cli.cli.output import OutputClosed, note
+from gpt2cli.errors import GPT2CLIError, OptionError
+
+
+class Terminated(BaseException):
+    """SIGINT or SIGTERM, raised by our handler so that one clean exit path runs for both.
+
+    A BaseException, so no `except Exception` on the way (ours, click's, a library's) swallows it;
+    not a KeyboardInterrupt, which click turns into a bare exit code before main() sees it.
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+
+
+def _on_signal(signum, frame):
+    raise Terminated(signum)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point: runs the app and maps every known failure to one stderr line and an exit code."""
+    exc = _click_exceptions()
+    debug = os.environ.get("GPT2CLI_DEBUG") == "1"
+    command = typer.main.get_command(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:  # a usage error like any other: the help goes to stderr, not stdout
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                command.main(args=["--help"], prog_name="gpt2cli", standalone_mode=False)
+        except (OSError, ValueError):  # stderr closed: the exit code still says what happened
+            pass
+        return 2
+    previous = _catch_signals()
+    try:
+        try:
+            code = _run_command(command, args, exc, debug)
+        except Terminated as e:  # the signal came while an error was being reported
+            code = e.exit_code
+        return _flush_stdout(code)
+    finally:
+        _restore_signals(previous)
+
+
+def _run_command(command, args: list[str], exc, debug: bool) -> int:
+    """Runs the command; every exception becomes one stderr line and an exit code (a traceback too
+    under GPT2CLI_DEBUG=1, for bug reports, with the same exit code)."""
+
+    def fail(message: str, code: int) -> int:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        note(message)
+        return code
+
+    try:
+        result = command.main(args=args, prog_name="gpt2cli", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except exc.UsageError as e:
+        where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
+        return fail(f"error: {_one_line(e.format_message())}{where}", 2)
+    except exc.ClickException as e:
+        return fail(f"error: {_one_line(e.format_message())}", e.exit_code)
+    except OptionError as e:  # said in the library's terms: name the options instead
+        return fail(f"error: {_one_line(e.render(FLAGS))}", e.exit_code)
+    except GPT2CLIError as e:
+        return fail(f"error: {_one_line(e)}", e.exit_code)
+    except (BrokenPipeError, OutputClosed):
+        # The reader went away (`| head`): stop quietly, as `yes | head` does.
+        _silence_stdout()
+        return 141
+    except (Terminated, KeyboardInterrupt, typer.Abort) as e:
+        # What was printed stays: the Writer only ever wrote whole characters, and bytes still in
+        # stdout's buffer go out with the final flush. A terminal gets its line ended.
+        _end_line_on_terminal()
+        return getattr(e, "exit_code", 130)
+    except SystemExit as e:
+        # click exits by itself (status 1) when a write it makes (e.g. --help) hits a closed pipe.
+        if isinstance(e.__context__, BrokenPipeError):
+            _silence_stdout()
+            return 141
+        raise
+    except MemoryError:
+        return fail("error: out of memory; try a smaller model, fewer --num-samples or --beams", 1)
+    except OSError as e:
+        return fail(f"error: {_one_line(e)}", 1)
+    except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback for users
+        return fail(
+            f"internal error: {type(e).__name__}: {_one_line(e)}; rerun with GPT2CLI_DEBUG=1 and report the traceback", 1
+        )
+
+
+def _flush_stdout(code: int) -> int:
+    """Pushes out what stdout still buffers; a reader gone by now still means 141."""
+    try:
+        if sys.stdout is not None:
+            sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return code or 141
+    except (ValueError, OSError):
+        pass
+    except Terminated as e:  # a signal while the last bytes drain (a reader that stopped reading)
+        _silence_stdout()  # so the interpreter's own final flush cannot block again
+        return code or e.exit_code
+    return code
+
+
+def _catch_signals() -> dict:
+    """SIGINT and SIGTERM raise Terminated from here on; returns the handlers to restore.
+
+    A signal the parent set to be ignored (`nohup`, background jobs) stays ignored.
+    """
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            old = signal.getsignal(signum)
+            if old is not signal.SIG_IGN:
+                signal.signal(signum, _on_signal)
+                previous[signum] = old
+        except (ValueError, OSError):  # not the main thread (main() called from a thread)
+            pass
+    return previous
+
+
+def _restore_signals(previous: dict) -> None:
+    for signum, handler in previous.items():
+        try:
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        except (ValueError, OSError, TypeError):
+            pass
+
+
+def _click_exceptions():
+    """The exception classes of the click that typer runs on (newer typer vendors its own copy)."""
+    try:
+        from typer._click import exceptions
+    except ImportError:
+        from click import exceptions
+    return exceptions
+
+
+def _silence_stdout() -> None:
+    """Points stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    finally:
+        os.close(devnull)
+
+
+def _end_line_on_terminal() -> None:
+    try:
+        if sys.stdout is not None and sys.stdout.isatty():
+            sys.stdout.write("\n")
+            sys.stdout.flush()
+    except (OSError, ValueError, Terminated):  # Terminated: a second Ctrl-C right after the first
+        pass

@@ -1,0 +1,220 @@
+"""Every table and JSON record the commands print: pure functions from results to text or dicts.
+
+Tables are for terminals (wrapped to a width, control characters neutralised); records are what
+--json prints, one object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gpt2cli.decoding.text import Completion
+    from gpt2cli.session import Decoded, Scored
+    from gpt2cli.store.hub import ModelEntry
+    from gpt2cli.store.tokenizer import Tokenizer
+
+
+# --- generate ---
+
+
+def completion_record(row: "Completion", prompt_tokens: int, prompt: str | None = None) -> dict:
+    """generate --json's object for one sample (its text and rest flushed: the row has ended)."""
+    kept = row.kept()
+    row.flush()
+    return {
+        **({"prompt": prompt} if prompt is not None else {}),
+        "text": row.text.text,
+        "tokens": row.tokens[:kept],
+        "logprobs": row.logprobs[:kept],
+        "finish_reason": row.finish_reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": kept,
+    }
+
+
+def sample_separator(i: int, n: int) -> str:
+    """The line before sample i (0-based) of n, when several are printed one after another."""
+    return f"\n\n--- sample {i + 1} of {n} ---\n"
+
+
+# --- beam ---
+
+
+def decoded_record(d: "Decoded") -> dict:
+    """One decoding in the beam command's JSON shape."""
+    return {"text": d.text, "tokens": d.tokens, "score": d.score, "logprob": d.logprob, "finish_reason": d.finish_reason}
+
+
+@dataclass(frozen=True)
+class DecodingRow:
+    """One line of the beam table: a decoding's label, its numbers and its text."""
+
+    label: str  # "greedy", "beam 1", "sample"
+    score: float  # logprob / n_tokens ** length_penalty
+    avg_logprob: float  # logprob / n_tokens
+    finish_reason: str  # "eos" or "length"
+    text: str
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Terminal columns text takes (wide East Asian characters count two, combining marks none)."""
+    return sum(_char_width(ch) for ch in text)
+
+
+def terminal_safe(text: str) -> str:
+    """Text that cannot move the cursor or restyle the terminal: tabs become spaces, other controls
+    (escape sequences, carriage returns) are shown as \\xNN. Newlines stay."""
+    out = []
+    for ch in text:
+        if ch == "\t":
+            out.append("    ")
+        elif ch != "\n" and unicodedata.category(ch) == "Cc":
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def wrap_text(text: str, width: int) -> list[str]:
+    """Lines of at most `width` display columns: breaks at spaces, splits longer words, keeps newlines."""
+    width = max(width, 1)
+    lines: list[str] = []
+    for paragraph in terminal_safe(text).split("\n"):
+        line, used = "", 0
+        for piece in re.findall(r"\s+|\S+", paragraph):
+            w = display_width(piece)
+            if piece.isspace():
+                if line and used + w <= width:
+                    line, used = line + piece, used + w
+                continue  # spaces at a line break are dropped
+            if used + w > width and line:
+                lines.append(line.rstrip())
+                line, used = "", 0
+            # A word wider than the column is split between characters, never inside a \xNN escape.
+            for unit in re.findall(r"\\x[0-9a-f]{2}|.", piece):
+                uw = display_width(unit)
+                if used + uw > width and line:
+                    lines.append(line)
+                    line, used = "", 0
+                line, used = line + unit, used + uw
+        lines.append(line.rstrip())
+    return lines
+
+
+def _pad(text: str, width: int, right: bool = False) -> str:
+    gap = " " * max(0, width - display_width(text))
+    return gap + text if right else text + gap
+
+
+def render_beam_table(prompt: str, prompt_tokens: int, rows: list[DecodingRow], width: int) -> str:
+    """The prompt once, then one row per decoding with its text wrapped to fit `width` columns.
+
+    Where the number columns leave the text fewer than 20 columns, each text goes under its row instead.
+    """
+    headers = ("decoding", "score", "avg lp", "end")
+    cells = [(r.label, f"{r.score:.3f}", f"{r.avg_logprob:.3f}", r.finish_reason) for r in rows]
+    widths = [max([display_width(h)] + [display_width(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    indent = sum(widths) + 2 * len(widths)  # each column is followed by two spaces
+    beside = width - indent >= 20
+    text_indent = indent if beside else 4
+    text_width = max(width - text_indent, 1)
+
+    label = f"prompt ({prompt_tokens} token{'s' if prompt_tokens != 1 else ''}): "
+    shown = prompt or "(empty: generation starts from <|endoftext|>)"
+    if display_width(label) + 20 <= width:
+        prompt_lines = wrap_text(shown, width - len(label))
+        out = [label + prompt_lines[0]] + [(" " * len(label) + line).rstrip() for line in prompt_lines[1:]]
+    else:
+        out = [label.rstrip()] + [("    " + line).rstrip() for line in wrap_text(shown, width - 4)]
+    out.append("")
+
+    def fields(values: tuple[str, ...]) -> str:
+        return "  ".join(_pad(v, w, right=i in (1, 2)) for i, (v, w) in enumerate(zip(values, widths)))
+
+    rule = "-" * min(text_width, 40)
+    out.append(fields(headers) + "  text" if beside else fields(headers).rstrip())
+    out.append(fields(tuple("-" * w for w in widths)) + ("  " + rule if beside else ""))
+    for r, c in zip(rows, cells):
+        text_lines = wrap_text(r.text, text_width)
+        if beside:
+            out.append((fields(c) + "  " + text_lines[0]).rstrip())
+            text_lines = text_lines[1:]
+        else:
+            out.append(fields(c).rstrip())
+        out.extend((" " * text_indent + line).rstrip() for line in text_lines)
+    return "\n".join(out) + "\n"
+
+
+# --- score, tokenize, models ---
+
+
+def score_record(s: "Scored") -> dict:
+    return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
+
+
+def score_table(s: "Scored", tokenizer: "Tokenizer") -> str:
+    rows = [f"{'token':>8}  {'logprob':>9}  text"]
+    for token, lp in zip(s.tokens, s.logprobs):
+        piece = tokenizer.token_bytes(token).decode("utf-8", errors="backslashreplace")
+        rows.append(f"{token:>8}  {lp:>9.4f}  {json.dumps(piece, ensure_ascii=False)}")
+    rows.append(f"total logprob {s.total:.4f} over {len(s.tokens)} tokens, perplexity {s.perplexity:.3f}")
+    return "\n".join(rows) + "\n"
+
+
+def tokens_record(ids: list[int], tokenizer: "Tokenizer") -> dict:
+    return {
+        "ids": ids,
+        "tokens": [
+            {"id": i, "bytes": list(tokenizer.token_bytes(i)), "text": tokenizer.token_bytes(i).decode("utf-8", errors="replace")}
+            for i in ids
+        ],
+    }
+
+
+def model_record(e: "ModelEntry") -> dict:
+    return {
+        "name": e.name, "repo_id": e.repo_id, "revision": e.revision, "commit": e.commit,
+        "downloaded": e.downloaded, "size_bytes": e.size_bytes, "folder": str(e.folder),
+    }  # fmt: skip
+
+
+def models_table(entries: list["ModelEntry"]) -> str:
+    width = max(len("NAME"), *(len(e.name) for e in entries))
+    rows = [f"{'NAME':<{width}}  {'DOWNLOADED':<10}  {'SIZE':>9}  FOLDER"]
+    for e in entries:
+        size = human_size(e.size_bytes) if e.size_bytes else "-"
+        rows.append(f"{e.name:<{width}}  {'yes' if e.downloaded else 'no':<10}  {size:>9}  {e.folder}")
+    return "\n".join(rows) + "\n"
+
+
+def human_size(n: float) -> str:
+    """1234567 -> '1.2 MB' (decimal units, as the Hub shows sizes)."""
+    for unit in ("B", "kB", "MB"):
+        if n < 1000:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def beam_table(
+    prompt: str, prompt_tokens: int, beams: list["Decoded"], width: int, greedy: "Decoded | None" = None, sample: "Decoded | None" = None
+) -> str:
+    """The beam command's table: greedy (if given), every beam, the sample (if given)."""
+    labelled = [(f"beam {i + 1}", d) for i, d in enumerate(beams)]
+    if greedy is not None:
+        labelled.insert(0, ("greedy", greedy))
+    if sample is not None:
+        labelled.append(("sample", sample))
+    rows = [DecodingRow(label, d.score, d.logprob / len(d.tokens), d.finish_reason, d.text) for label, d in labelled]
+    return render_beam_table(prompt, prompt_tokens, rows, width)

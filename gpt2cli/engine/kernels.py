@@ -1,0 +1,195 @@
+"""The engine's numerical kernels: layer norm, GELU, the product routes, the one softmax.
+
+Everything is float32; nothing here prints or touches files. Decoding is bound by reading every
+weight once per token, so these add as little as possible to the matrix products; each route and
+constant was chosen by measurement (benchmarks/README.md has the figures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpt2cli.engine import threads
+
+F32 = np.float32
+# gelu_new's constants, folded (sqrt(2/pi) and sqrt(2/pi) * 0.044715), as float32 so that no
+# float64 scalar upcasts an activation (NEP 50).
+_GELU_C = F32(0.7978845608028654)
+_GELU_AC = F32(0.7978845608028654 * 0.044715)
+
+# Elementwise passes over a long prompt's activations run on row slices of about this many floats,
+# so that a slice and its scratch stay in L2 between passes (GELU on 512 rows: 1.8 ms, not 3.3 ms).
+_SLICE_FLOATS = 96 * 1024
+# OpenBLAS's sgemm packs the whole weight matrix on every call, so a product with a handful of rows
+# (beams, -N samples) costs about three single-row products. Up to this many rows, each row gets its
+# own gemv over ~2 MiB row blocks of the weight instead, so rows 2.. find the block in L2 cache
+# (GPT-2 small, 4 rows: a forward step takes 41 ms instead of 59). The crossovers were measured: gemm
+# wins from 9 rows on for the blocks' weights, from 13 on for the LM head.
+_FEW_ROWS = 8
+_FEW_ROWS_LM_HEAD = 12
+# ~2 MiB: small enough for L2, big enough that OpenBLAS still runs each gemv on all its threads.
+_BLOCK_FLOATS = 512 * 1024
+
+
+def row_slices(n_rows: int, row_len: int, floats: int) -> list[slice]:
+    """Consecutive slices of range(n_rows), each about `floats` floats of rows of row_len."""
+    step = max(1, floats // max(row_len, 1))
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, *, split: bool = False) -> np.ndarray:
+    # [..., n_embd] -> [..., n_embd] (a new array); split: in row parts on the engine's threads
+    n = x.shape[-1]
+    if split:
+        rows = x.reshape(-1, n)  # [N, n_embd]
+        out = np.empty_like(rows)  # [N, n_embd]
+
+        def part(start: int, stop: int) -> None:
+            out[start:stop] = _layer_norm_rows(rows[start:stop], weight, bias, eps)
+
+        threads.split(part, len(rows))
+        return out.reshape(x.shape)
+    return _layer_norm_rows(x, weight, bias, eps)
+
+
+def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    # [..., n_embd] -> [..., n_embd] (a new array)
+    n = x.shape[-1]
+    if x.size == n:  # one row (decoding): scalar statistics, 6 array operations in all
+        centered = x - F32(np.add.reduce(x, axis=None) / F32(n))  # [..., n_embd]
+        var = np.dot(centered.ravel(), centered.ravel()) / F32(n)  # float32 scalar
+        centered *= weight * (F32(1.0) / np.sqrt(var + F32(eps)))
+        centered += bias
+        return centered
+    mean = np.add.reduce(x, axis=-1, keepdims=True)  # [..., 1]
+    mean *= F32(1.0 / n)
+    centered = x - mean  # [..., n_embd]
+    var = np.einsum("...i,...i->...", centered, centered)[..., None]  # [..., 1]
+    var *= F32(1.0 / n)
+    var += F32(eps)
+    np.sqrt(var, out=var)
+    centered /= var
+    centered *= weight
+    centered += bias
+    return centered
+
+
+def gelu_new(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
+    """GPT-2's tanh GELU of x (+ bias), in place on x (a fresh activation buffer): [..., n] -> [..., n]."""
+    gelu_rows(x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1), bias)
+    return x
+
+
+def gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
+    # [N, n] (any strides), in place
+    scratch = np.empty((min(len(rows), max(1, _SLICE_FLOATS // rows.shape[1])), rows.shape[1]), F32)
+    for part in row_slices(len(rows), rows.shape[1], _SLICE_FLOATS):
+        xs = rows[part]  # [r, n]
+        t = scratch[: len(xs)]  # [r, n]
+        if bias is not None:  # c_fc's bias, added here while the slice is in cache
+            xs += bias
+        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), as x * (0.5 + 0.5 tanh(x (c + ac x^2)))
+        np.multiply(xs, xs, out=t)
+        t *= _GELU_AC
+        t += _GELU_C
+        t *= xs
+        np.tanh(t, out=t)
+        t *= F32(0.5)
+        t += F32(0.5)
+        xs *= t
+
+
+def matmul(x: np.ndarray, weight: np.ndarray, *, transposed: bool = False) -> np.ndarray:
+    """x @ W by the fastest route for x's number of rows: one gemv, a few rows' blocked gemvs, or a GEMM.
+
+    W is weight ([n_in, n_out], Conv1D's layout) or, transposed, weight.T (weight [n_out, n_in]: the
+    LM head's wte). [N, n_in] -> [N, n_out] (a new array).
+    """
+    n = x.shape[0]
+    out = np.empty((n, weight.shape[0] if transposed else weight.shape[1]), F32)
+    if n == 1:
+        if transposed:
+            np.dot(weight, x[0], out=out[0])
+        else:
+            np.dot(x[0], weight, out=out[0])
+    elif n <= (_FEW_ROWS_LM_HEAD if transposed else _FEW_ROWS):
+        _few_rows_matmul(x, weight, out, transposed)
+    else:
+        np.dot(x, weight.T if transposed else weight, out=out)
+    return out
+
+
+def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray, transposed: bool) -> None:
+    """out[i] = x[i] @ W, one gemv per row and ~2 MiB block of weight's rows (contiguous in memory).
+
+    Transposed, a block is some of the outputs (vocabulary rows of wte), written straight into out;
+    otherwise it is some of the inputs, and the blocks' partial products are summed.
+    """
+    # x [N, n_in] -> out [N, n_out]
+    blocks = row_slices(weight.shape[0], weight.shape[1], _BLOCK_FLOATS)
+    if transposed:
+        for block in blocks:
+            w = weight[block]  # [rows of the block, n_in]
+            for i in range(len(x)):
+                np.dot(w, x[i], out=out[i, block])
+        return
+    if len(blocks) == 1:
+        for i in range(len(x)):
+            np.dot(x[i], weight, out=out[i])
+        return
+    partial = np.empty((len(blocks), *out.shape), F32)  # [n_blocks, N, n_out]
+    for part, block in zip(partial, blocks):
+        w = weight[block]  # [rows of the block, n_out]
+        for i in range(len(x)):
+            np.dot(x[i, block], w, out=part[i])
+    np.add.reduce(partial, axis=0, out=out)
+
+
+def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    # [N, n_in] @ [n_in, n_out] + [n_out] -> [N, n_out] (a new array)
+    out = matmul(x, weight)
+    out += bias
+    return out
+
+
+def split_linear(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, gelu: bool = False, add_to: np.ndarray | None = None
+) -> np.ndarray:
+    """A long prompt's x @ weight (+ bias) (then GELU), in column parts on the engine's threads.
+
+    [N, n_in] @ [n_in, n_out] -> [N, n_out]: a new array, or added into add_to (the residual stream)
+    and add_to returned. Each part runs one single-threaded GEMM on its columns of the weight (so it
+    packs only those) and finishes them while they are in its cache.
+    """
+    out = np.empty((x.shape[0], weight.shape[1]), F32) if add_to is None else None  # [N, n_out]
+
+    def part(c0: int, c1: int) -> None:
+        y = np.matmul(x, weight[:, c0:c1])  # [N, c1-c0]
+        if gelu:
+            gelu_rows(y, None if bias is None else bias[c0:c1])
+        elif bias is not None:
+            y += bias[c0:c1]
+        if add_to is not None:
+            add_to[:, c0:c1] += y
+        else:
+            out[:, c0:c1] = y
+
+    threads.split(part, weight.shape[1], calls_blas=True)
+    return out if add_to is None else add_to
+
+
+def softmax(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    # [..., n] -> [..., n] float32 probabilities, rows summing to 1; inplace reuses x
+    out = x if inplace else x.copy()
+    out -= out.max(axis=-1, keepdims=True)
+    np.exp(out, out=out)
+    out /= out.sum(axis=-1, keepdims=True)
+    return out
+
+
+def log_softmax(logits: np.ndarray, *, inplace: bool = False) -> np.ndarray:
+    """[..., V] -> [..., V] log-probabilities, float32; inplace reuses a logits buffer nobody needs."""
+    out = logits if inplace else logits.copy()
+    out -= out.max(axis=-1, keepdims=True)
+    out -= np.log(np.exp(out).sum(axis=-1, keepdims=True))
+    return out

@@ -1,0 +1,226 @@
+"""Model names -> folders: aliases, Hub repo ids, local folders, where downloads live, and what is on disk.
+
+Makes no network request (download.py does); huggingface_hub is never imported here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from gpt2cli.errors import ModelNotFoundError, UsageError
+from gpt2cli.store.layout import MARKER
+
+ALIASES: dict[str, str] = {
+    "gpt2": "openai-community/gpt2",
+    "gpt2-medium": "openai-community/gpt2-medium",
+    "gpt2-large": "openai-community/gpt2-large",
+    "gpt2-xl": "openai-community/gpt2-xl",
+    "distilgpt2": "distilbert/distilgpt2",
+}
+
+# The Hub's repo-id rules: letters, digits, '-', '_', '.'; no '--' or '..'; at most 96 characters.
+_REPO_ID = re.compile(r"(?!.*(--|\.\.))[A-Za-z0-9][\w.-]*/[\w.-]*[A-Za-z0-9_]", re.ASCII)
+_DEFAULT_REVISIONS = (None, "main")
+_PROJECT_NAME = re.compile(r"""^name\s*=\s*["']gpt2cli["']""", re.MULTILINE)
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One row of `gpt2cli models`: an alias or a downloaded model, and where it lives."""
+
+    name: str
+    repo_id: str
+    folder: Path
+    downloaded: bool
+    size_bytes: int
+    revision: str | None = None
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A model on the Hub as the user named it: alias or repo id, pinned revision or the default branch."""
+
+    name: str
+    repo_id: str
+    revision: str | None = None
+
+    @property
+    def pinned(self) -> bool:
+        """A revision other than the default branch."""
+        return self.revision not in _DEFAULT_REVISIONS
+
+    @property
+    def display(self) -> str:
+        return f"{self.name}@{self.revision}" if self.pinned else self.name
+
+def list_models(weights_dir: Path | None = None) -> list[ModelEntry]:
+    """Every alias and every downloaded model, with its folder and size on disk; makes no request."""
+    root = weights_root(weights_dir)
+    entries: list[ModelEntry] = []
+    alias_folders: set[Path] = set()
+    for alias, repo_id in ALIASES.items():
+        folder = model_folder(HubRef(alias, repo_id), root)
+        alias_folders.add(folder)
+        entries.append(_entry(alias, repo_id, folder))
+    others = []
+    for folder in _model_subfolders(root):
+        marker = read_marker(folder)
+        if marker is None or folder in alias_folders:
+            continue
+        ref = HubRef(marker["repo_id"], marker["repo_id"], marker.get("revision"))
+        others.append(_entry(ref.display, ref.repo_id, folder, marker))
+    return entries + sorted(others, key=lambda e: e.name)
+
+
+def weights_root(weights_dir: Path | None = None) -> Path:
+    """The folder holding one subfolder per downloaded model.
+
+    In order: the explicit argument (--weights-dir), $GPT2CLI_WEIGHTS, the checkout's weights/ when
+    running from a source checkout, else a per-user cache folder ($XDG_CACHE_HOME/gpt2cli).
+    """
+    if weights_dir is not None:
+        return Path(weights_dir).expanduser().absolute()
+    env = os.environ.get("GPT2CLI_WEIGHTS")
+    if env:
+        return Path(env).expanduser().absolute()
+    checkout = _checkout_weights()
+    if checkout is not None:
+        return checkout
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return (Path(cache).expanduser() / "gpt2cli").absolute()
+
+
+def parse_hub_name(name: str, revision: str | None = None) -> HubRef:
+    """Alias or owner/name -> HubRef; anything else is a name we cannot find."""
+    if revision is not None and not revision.strip():
+        raise UsageError("--revision must not be empty: give a branch, tag or commit, or leave it out")
+    if name in ALIASES:
+        return HubRef(name, ALIASES[name], revision)
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"model folder {name!r} does not exist; pass --model PATH to a GPT-2 model folder")
+    if _REPO_ID.fullmatch(name) and len(name) <= 96:
+        return HubRef(name, name, revision)
+    raise ModelNotFoundError(
+        f"unknown model {name!r}: use one of {', '.join(ALIASES)}, an owner/name Hub repo, or a folder path"
+    )
+
+
+def model_folder(ref: HubRef, weights_dir: Path | None = None) -> Path:
+    """The folder a Hub model lives in: readable (`openai-community--gpt2`), one per pinned revision."""
+    folder = ref.repo_id.replace("/", "--")
+    if ref.pinned:
+        folder += "@" + _safe_revision(ref.revision)
+    return weights_root(weights_dir) / folder
+
+
+def is_downloaded(folder: Path) -> bool:
+    """Whether `folder` holds a finished download (its marker is there and every file has its size)."""
+    return read_marker(Path(folder)) is not None
+
+def local_folder(name: str, revision: str | None) -> Path | None:
+    """An existing directory named by `name`; a folder always wins over a Hub repo of the same name."""
+    if not name.strip():
+        raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        return None
+    if revision is not None:
+        raise UsageError(f"--revision applies to Hub models, and {name!r} is a local folder; drop --revision")
+    return path
+
+
+def _looks_like_path(name: str) -> bool:
+    """`./x`, `/x`, `~/x`, `a/b/c`, `x/`: meant as a folder, never as an owner/name repo id."""
+    return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
+
+
+def _safe_revision(revision: str) -> str:
+    """A revision usable in a folder name; a hash suffix keeps `a/b` and `a_b` apart."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", revision)
+    if safe != revision:
+        import hashlib
+
+        safe += "-" + hashlib.sha1(revision.encode()).hexdigest()[:8]
+    return safe
+
+
+@lru_cache(maxsize=1)
+def _checkout_weights() -> Path | None:
+    return find_checkout_weights(Path(__file__).resolve().parent)
+
+
+def find_checkout_weights(package_dir: Path) -> Path | None:
+    """The weights/ folder of the source checkout holding `package_dir`, if the package runs from one
+    (its parent has gpt2cli's pyproject.toml and a weights/ folder); None for an installed package."""
+    project = package_dir.parent
+    pyproject = project / "pyproject.toml"
+    if not (project / "weights").is_dir() or not pyproject.is_file():
+        return None
+    try:
+        text = pyproject.read_text(encoding="utf-8")
+    except (OSError, ValueError):
+        return None
+    # A regex, not tomllib: it is not in Python 3.10, and the line is ours.
+    return project / "weights" if _PROJECT_NAME.search(text) else None
+
+
+def offline_mode(offline: bool) -> bool:
+    """Offline if asked, or if HF_HUB_OFFLINE is set (read now, not when huggingface_hub was imported)."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def endpoint() -> str | None:
+    """$HF_ENDPOINT read at call time (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
+
+def read_marker(folder: Path) -> dict | None:
+    """The completeness marker of `folder` if it is there and every file it lists has its recorded size."""
+    try:
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+        files = marker["files"]
+        for rel, size in files.items():
+            if (folder / rel).stat().st_size != size:
+                return None
+        if not isinstance(marker["repo_id"], str):
+            return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return marker
+
+
+def _entry(name: str, repo_id: str, folder: Path, marker: dict | None = None) -> ModelEntry:
+    marker = marker if marker is not None else read_marker(folder)
+    return ModelEntry(
+        name=name,
+        repo_id=repo_id,
+        folder=folder,
+        downloaded=marker is not None,
+        size_bytes=folder_size(folder),
+        revision=marker.get("revision") if marker else None,
+        commit=marker.get("commit") if marker else None,
+    )
+
+
+def _model_subfolders(root: Path) -> list[Path]:
+    """Visible subfolders of the weights root (staging, locks and old copies are hidden)."""
+    try:
+        return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def folder_size(folder: Path) -> int:
+    """Bytes of all files under `folder` (0 if it does not exist)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(folder):
+        for f in filenames:
+            try:
+                total += os.lstat(os.path.join(dirpath, f)).st_size
+            except OSError:
+                pass
+    return total

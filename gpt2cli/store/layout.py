@@ -1,0 +1,61 @@
+"""The one place that knows what a GPT-2 model folder holds: file names, weight sets, refused formats.
+
+Used for a Hub repo's file list (what to fetch) and for a folder on disk (what to read).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+
+from gpt2cli.errors import CheckpointError, ModelNotFoundError
+
+CONFIG_FILE = "config.json"
+TOKENIZER_FILES = ("vocab.json", "merges.txt")
+SINGLE_WEIGHTS = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
+SHARD = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
+# gpt2cli's own bookkeeping in a downloaded folder: written last, it says the download is complete.
+MARKER = ".gpt2cli-complete.json"
+# Weights as Python pickles (never loaded: unpickling runs code) or formats we do not read; their
+# presence explains why a model without safetensors is refused.
+PICKLE_WEIGHTS = re.compile(r"[^/]*\.(bin|pt|pth|ckpt|pkl)")
+OTHER_WEIGHTS = re.compile(r"[^/]*\.(h5|msgpack|onnx|gguf)")
+
+
+def weight_files(names: Collection[str], where: str) -> list[str]:
+    """The safetensors files among `names` (a folder's or a repo's files) that hold the weights.
+
+    model.safetensors, or else the shard index with every shard model-0000i-of-0000n.safetensors.
+    No weights at all is an empty list; an incomplete shard set is an error naming `where`.
+    """
+    if SINGLE_WEIGHTS in names:
+        return [SINGLE_WEIGHTS]
+    shards = sorted(n for n in names if SHARD.fullmatch(n))
+    if not shards:
+        return []
+    totals = {int(SHARD.fullmatch(n).group(2)) for n in shards}
+    numbers = {int(SHARD.fullmatch(n).group(1)) for n in shards}
+    if len(totals) != 1 or numbers != set(range(1, max(totals) + 1)) or SHARD_INDEX not in names:
+        raise ModelNotFoundError(
+            f"{where} has an incomplete set of safetensors shards (or no {SHARD_INDEX}); "
+            "download the model again, or pick another --revision"
+        )
+    return [SHARD_INDEX, *shards]
+
+
+def refuse_other_formats(names: Collection[str], where: str) -> None:
+    """For a model without safetensors weights: the error that says why, if it has weights in another format."""
+    pickles = sorted(n for n in names if PICKLE_WEIGHTS.fullmatch(n))
+    if pickles:
+        raise CheckpointError(
+            f"{where} has weights only as {', '.join(pickles)}, not safetensors; gpt2cli never loads pickle "
+            "files because unpickling can run arbitrary code: use a revision or model with model.safetensors, "
+            "or convert it to safetensors"
+        )
+    others = sorted(n for n in names if OTHER_WEIGHTS.fullmatch(n))
+    if others:
+        raise CheckpointError(
+            f"{where} has weights only as {', '.join(others)}; gpt2cli reads safetensors only: "
+            "use a revision or model with model.safetensors, or convert it to safetensors"
+        )
