@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import modelfactory  # noqa: E402
+from tests.support import models as modelfactory
 
 
 @pytest.fixture(scope="session")

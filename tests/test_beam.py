@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import modelfactory
+from gpt2cli.cli.render import DecodingRow, display_width, render_beam_table, wrap_text
 from gpt2cli.decoding import beam
 from gpt2cli.decoding.beam import Hypothesis, beam_search, top_k
-from gpt2cli.session import load_model
 from gpt2cli.errors import UsageError
-from gpt2cli.cli.render import DecodingRow, display_width, render_beam_table, wrap_text
-from reference import load_reference
+from gpt2cli.session import load_model
+from tests.support import models as modelfactory
+from tests.support.reference import load_reference
 
 MAX_NEW = 12
 

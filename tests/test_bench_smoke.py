@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-import modelfactory
+from tests.support import models as modelfactory
 
 ROOT = Path(__file__).resolve().parents[1]
 

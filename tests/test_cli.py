@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-import modelfactory
-from clirunner import run
 from gpt2cli.session import load_model
 from gpt2cli.store.tokenizer import Tokenizer
+from tests.support import models as modelfactory
+from tests.support.cli import run
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def gen_json(model, *args, stdin=None):
 
 def test_greedy_generation_is_token_identical_to_transformers(real_model):
     torch = pytest.importorskip("torch", reason="the reference stack is not installed")
-    from reference import load_reference
+    from tests.support.reference import load_reference
 
     ref = load_reference(real_model)
     prompt = "The meaning of life is"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt2cli.session import load_model
 from gpt2cli.decoding.generate import generate
+from gpt2cli.decoding.sampling import Sampler, SamplingOptions
 from gpt2cli.decoding.text import SampleText
 from gpt2cli.errors import ContextOverflowError
-from gpt2cli.decoding.sampling import Sampler, SamplingOptions
+from gpt2cli.session import load_model
 
 GREEDY = SamplingOptions(0.0, 0, 1.0)
 
@@ -55,7 +55,7 @@ def test_logprobs_are_of_the_raw_distribution(model):
 
 
 def test_rows_end_at_eos_and_the_loop_stops_when_all_have(tmp_path):
-    import modelfactory
+    from tests.support import models as modelfactory
 
     model = load_model(modelfactory.write_model(tmp_path / "m", eos_bias=6.0, seed=3))
     eos = model.config.eos_token_id
@@ -72,7 +72,7 @@ def test_rows_end_at_eos_and_the_loop_stops_when_all_have(tmp_path):
 
 
 def test_slide_keeps_generating_past_the_context_and_warns_once(tmp_path):
-    import modelfactory
+    from tests.support import models as modelfactory
 
     model = load_model(modelfactory.write_model(tmp_path / "m", n_positions=32))
     notes = []

@@ -1,6 +1,6 @@
 """Models from the Hub: names, downloads into the weights folder, offline use, errors.
 
-Every test talks to a loopback Hub (tests/hubserver.py) serving tiny random GPT-2 repos; nothing
+Every test talks to a loopback Hub (tests/support/hubserver.py) serving tiny random GPT-2 repos; nothing
 reaches the real Hub or the real home folder.
 """
 
@@ -18,13 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from gpt2cli.errors import (
+    CheckpointError,
+    DownloadError,
+    ModelNotFoundError,
+    UsageError,
+)
 from gpt2cli.store import hub, layout, resolve
-from gpt2cli.errors import CheckpointError, DownloadError, ModelNotFoundError, UsageError
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import modelfactory  # noqa: E402
-from hubserver import FakeHub  # noqa: E402
+from tests.support import models as modelfactory
+from tests.support.hubserver import FakeHub  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GPT2 = "openai-community/gpt2"
@@ -504,7 +506,7 @@ def test_importing_hub_does_not_import_huggingface_hub():
 @pytest.fixture
 def cli(fake_hub, weights):
     """Runs the installed gpt2cli against the fake Hub, online, with `weights` as the weights folder."""
-    from clirunner import run
+    from tests.support.cli import run
 
     def gpt2cli(*args, **env):
         return run(*args, env={"HF_HUB_OFFLINE": "", "GPT2CLI_WEIGHTS": str(weights), **env}, cwd=weights.parent)

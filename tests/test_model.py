@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import modelfactory
 from gpt2cli.engine import threads
-from gpt2cli.session import load_model
 from gpt2cli.engine.kernels import gelu_new
-from reference import load_reference
+from gpt2cli.session import load_model
+from tests.support import models as modelfactory
+from tests.support.reference import load_reference
 
 LAYOUTS = {
     "hub-fp32": dict(n_layer=2),
@@ -116,8 +116,8 @@ def test_fp16_weights_are_upcast_and_fp32_weights_are_memory_mapped(tmp_path):
 
 
 def test_reorder_copies_only_the_positions_after_the_shared_prefix():
-    from gpt2cli.spec import GPT2Config
     from gpt2cli.engine.model import KVCache
+    from gpt2cli.spec import GPT2Config
 
     cfg = GPT2Config(vocab_size=10, n_positions=8, n_embd=4, n_layer=2, n_head=2)
     cache = KVCache(cfg, batch=4, capacity=8)

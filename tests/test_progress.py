@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpt2cli.session import load_model
-from gpt2cli.decoding.generate import generate
 from gpt2cli.cli.output import ProgressLine
+from gpt2cli.decoding.generate import generate
 from gpt2cli.decoding.sampling import Sampler, SamplingOptions
+from gpt2cli.session import load_model
 
 
 def test_progress_line_draws_layers_and_erases_itself(capsys):

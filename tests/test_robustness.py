@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import modelfactory
 from gpt2cli.cli import process as cli
+from tests.support import models as modelfactory
 
 GPT2CLI = [sys.executable, "-m", "gpt2cli"]
 # What a message must offer the user: a way out.
@@ -551,10 +551,10 @@ SIGNALS = [pytest.param(signal.SIGINT, 130, id="SIGINT"), pytest.param(signal.SI
 
 def _reference_stream(model: Path, prompt: str, at_least: int) -> bytes:
     """What the interrupted command was printing: the same greedy stream, computed in process."""
-    from gpt2cli.session import load_model
     from gpt2cli.decoding.generate import generate
     from gpt2cli.decoding.sampling import Sampler, SamplingOptions
     from gpt2cli.decoding.text import Detokenizer
+    from gpt2cli.session import load_model
     from gpt2cli.store.tokenizer import Tokenizer
 
     engine, tokenizer = load_model(model), Tokenizer.from_folder(model)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from gpt2cli.errors import UsageError
 from gpt2cli.decoding.sampling import Sampler, SamplingOptions, candidates
 from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.errors import UsageError
 
 
 def brute_force_keep(logits: np.ndarray, temperature: float, top_k: int, top_p: float) -> set[int]:

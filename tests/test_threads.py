@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-import modelfactory
 from gpt2cli.engine import model as engine
 from gpt2cli.engine import threads
 from gpt2cli.session import load_model
+from tests.support import models as modelfactory
 
 
 @pytest.fixture(autouse=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-import modelfactory
-from gpt2cli.errors import CheckpointError, ModelNotFoundError
 from gpt2cli.decoding.text import Detokenizer
+from gpt2cli.errors import CheckpointError, ModelNotFoundError
 from gpt2cli.store.tokenizer import ENDOFTEXT, Tokenizer
+from tests.support import models as modelfactory
 
 CORPUS = [
     "Hello world",

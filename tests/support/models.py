@@ -16,7 +16,7 @@ from safetensors.numpy import save_file
 
 # The real GPT-2 BPE files live beside the project in ../shared (never committed here).
 SHARED_TOKENIZER = Path(
-    os.environ.get("GPT2CLI_TOKENIZER_DIR") or Path(__file__).resolve().parents[2] / "shared" / "gpt2-tokenizer"
+    os.environ.get("GPT2CLI_TOKENIZER_DIR") or Path(__file__).resolve().parents[3] / "shared" / "gpt2-tokenizer"
 )
 
 # A few merges so that common English pieces become multi-byte tokens (as in GPT-2: Ġ is a space).
