@@ -15,7 +15,7 @@ import numpy as np
 
 from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.generate import Overflow, check_logits, generate
-from gpt2cli.decoding.sampling import Sampler
+from gpt2cli.decoding.sampling import Penalties, Sampler
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
@@ -95,6 +95,7 @@ class Session:
         ignore_eos: bool = False,
         logprobs: bool = False,
         on_overflow: Overflow | str = Overflow.SLIDE,
+        penalties: Penalties = Penalties(),
         stops: tuple[str, ...] = (),
         warn: Callable[[str], None] = lambda message: None,
         progress: Progress | None = None,
@@ -106,7 +107,7 @@ class Session:
         steps = generate(
             self.model, ids, sampler, max_new_tokens,
             num_samples=num_samples, eos_token_id=self.eos, ignore_eos=ignore_eos, logprobs=logprobs,
-            on_overflow=on_overflow, warn=warn, prefill_progress=progress,
+            on_overflow=on_overflow, penalties=penalties, warn=warn, prefill_progress=progress,
         )  # fmt: skip
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
         return Generation(rows, steps)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from gpt2cli.decoding.generate import check_logits
+from gpt2cli.decoding.sampling import Penalties
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
 
@@ -27,24 +27,6 @@ class Hypothesis:
     score: float  # logprob / len(tokens) ** length_penalty: transformers' `sequences_scores`
     logprob: float  # sum of the (processed) log-probabilities of `tokens`
     finish_reason: str  # "eos" or "length"
-
-
-def ban_repeated_ngrams(logprobs: np.ndarray, sequences: np.ndarray, n: int) -> None:
-    """Sets -inf, in place, for every token that would complete an n-gram already in its row.
-
-    logprobs [B, V]; sequences [B, L] (prompt + generated so far). Like transformers'
-    NoRepeatNGramLogitsProcessor: each row's last n-1 tokens are matched against every window of n.
-    """
-    b, length = sequences.shape
-    if n <= 0 or length < n:
-        return
-    windows = sliding_window_view(sequences, n, axis=1)  # [B, L-n+1, n]
-    prefix = sequences[:, length - n + 1 :]  # [B, n-1]
-    matches = (windows[:, :, :-1] == prefix[:, None, :]).all(axis=-1)  # [B, L-n+1]
-    rows, cols = np.nonzero(matches)  # [m], [m]
-    banned = windows[rows, cols, -1]  # [m]
-    inside = banned < logprobs.shape[1]  # a prompt id past the LM head cannot be generated anyway
-    logprobs[rows[inside], banned[inside]] = -np.inf
 
 
 # top_k() splits its input into groups of this many values and looks at their maxima first.
@@ -85,6 +67,7 @@ def validate_options(
     no_repeat_ngram_size: int,
     early_stopping: object,
     length_penalty: float = 1.0,
+    repetition_penalty: float = 1.0,
 ) -> None:
     """Raises InvalidValue naming the parameter for any value outside its range."""
 
@@ -97,8 +80,7 @@ def validate_options(
         raise InvalidValue("num_return", f"must be between 1 and {{num_beams}} ({num_beams})", num_return, "num_beams")
     if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise InvalidValue("max_new_tokens", "must be an integer >= 1", max_new_tokens)
-    if not is_int(no_repeat_ngram_size) or no_repeat_ngram_size < 0:
-        raise InvalidValue("no_repeat_ngram_size", "must be an integer >= 0 (0 = off)", no_repeat_ngram_size)
+    Penalties(repetition_penalty, no_repeat_ngram_size).validate()
     if not (early_stopping is True or early_stopping is False or early_stopping == "never"):
         raise InvalidValue("early_stopping", "must be true, false or never", early_stopping)
     if not (np.isfinite(length_penalty) and abs(length_penalty) <= 100):  # len ** 1e300 overflows
@@ -114,6 +96,7 @@ def beam_search(
     length_penalty: float = 1.0,
     early_stopping: bool | str = False,
     no_repeat_ngram_size: int = 0,
+    repetition_penalty: float = 1.0,
     eos_token_id: int | None = None,
     num_return: int | None = None,
     prefill_progress=None,
@@ -134,7 +117,9 @@ def beam_search(
         no_repeat_ngram_size=no_repeat_ngram_size,
         early_stopping=early_stopping,
         length_penalty=length_penalty,
+        repetition_penalty=repetition_penalty,
     )
+    penalties = Penalties(repetition_penalty, no_repeat_ngram_size)
     if len(prompt_ids) == 0:
         raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
     if num_beams == 1:
@@ -169,8 +154,8 @@ def beam_search(
     for step in range(1, max_new_tokens + 1):
         cur = n_prompt + step - 1  # tokens in each running sequence
         logprobs = log_softmax(check_logits(logits), inplace=True)  # [beams, V] ([1, V] at step 1: every beam is the prompt)
-        if no_repeat_ngram_size:
-            ban_repeated_ngrams(logprobs, sequences[: logprobs.shape[0], :cur], no_repeat_ngram_size)
+        if penalties.active:  # on the log-probabilities, as transformers' beam search applies its processors
+            penalties.apply(logprobs, sequences[: logprobs.shape[0], :cur])
         vocab = logprobs.shape[1]
         totals = (logprobs + running[:, None]).ravel()  # [beams * V]
         top = top_k(totals, k)  # [k], best first

@@ -12,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from gpt2cli.decoding.sampling import Sampler
+from gpt2cli.decoding.sampling import Penalties, Sampler
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
 from gpt2cli.errors import CheckpointError, ContextOverflowError, InvalidValue, UsageError
@@ -101,17 +101,21 @@ def generate(
     ignore_eos: bool = False,
     logprobs: bool = False,
     on_overflow: Overflow | str = Overflow.SLIDE,
+    penalties: Penalties = Penalties(),
     warn: Callable[[str], None] = lambda message: None,
     prefill_progress: Progress | None = None,
 ) -> Iterator[Step]:
     """Decodes num_samples rows together, one Step per new token, until max_new_tokens or every row's eos.
 
+    penalties (repetition penalty, no-repeat n-grams) apply to the logits before the sampler, over
+    each row's whole sequence, prompt included; Step.logprobs stay those of the raw distribution.
     The prompt is prefilled once and shared by every row. With on_overflow="slide", a full context
     is re-encoded from the most recent half window of each row, so generation can go on forever.
     Arguments and the prompt's fit are checked here, before the first step is asked for, so a
     caller learns of an error before it prints anything.
     """
     check_options(max_new_tokens, num_samples, on_overflow)
+    penalties.validate()
     if not prompt:
         raise UsageError("the prompt is empty; pass text, or let the caller start from <|endoftext|>")
     notes: list[str] = []
@@ -120,12 +124,13 @@ def generate(
         warn(message)
     stop_on_eos = None if ignore_eos else eos_token_id
     return _steps(
-        model, prompt, sampler, max_new_tokens, num_samples, stop_on_eos, logprobs, warn, bool(notes), prefill_progress
-    )
+        model, prompt, sampler, max_new_tokens, num_samples, stop_on_eos, logprobs, penalties, warn, bool(notes),
+        prefill_progress,
+    )  # fmt: skip
 
 
 def _steps(
-    model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, warn, warned, prefill_progress
+    model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, penalties, warn, warned, prefill_progress
 ) -> Iterator[Step]:
     n_ctx = model.config.n_positions
     capacity = min(n_ctx, len(prompt) + max_new_tokens)
@@ -133,11 +138,16 @@ def _steps(
     logits = model.forward(np.asarray([prompt]), one, progress=prefill_progress)  # [1, V]
     cache = one.repeat(num_samples) if num_samples > 1 else one
     logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
-    history = [np.asarray([prompt] * num_samples)]  # [B, T] chunks, only read when sliding
+    sequences = np.empty((num_samples, len(prompt) + max_new_tokens), dtype=np.int64)  # [B, prompt + new]
+    sequences[:, : len(prompt)] = prompt
+    length = len(prompt)  # of every row in sequences
     eos = np.zeros(num_samples, dtype=bool)
     rows = np.arange(num_samples)
     for i in range(max_new_tokens):
-        tokens = sampler(check_logits(logits))  # [B]
+        scores = check_logits(logits)  # [B, V]
+        if penalties.active:
+            scores = penalties.apply(scores.copy(), sequences[:, :length])
+        tokens = sampler(scores)  # [B]
         lp = log_softmax(logits)[rows, tokens] if logprobs else None  # [B]
         if eos_token_id is not None:
             tokens = np.where(eos, eos_token_id, tokens)
@@ -145,14 +155,14 @@ def _steps(
         yield Step(tokens=tokens, logprobs=lp, eos=eos.copy())
         if eos.all() or i == max_new_tokens - 1:
             return
-        history.append(tokens[:, None])
+        sequences[:, length] = tokens
+        length += 1
         if cache.length == n_ctx:  # (a cache sized below n_ctx is never filled before the last step)
             window = n_ctx // 2
             if not warned:
                 warn(f"reached the model's context of {n_ctx} tokens: sliding on, the model now sees only the last {window}")
                 warned = True
-            recent = np.concatenate(history, axis=1)[:, -window:]  # [B, window]
-            history = [recent]
+            recent = sequences[:, length - window : length]  # [B, window]
             cache = model.new_cache(num_samples, n_ctx)
             logits = model.forward(recent, cache, progress=prefill_progress)
         else:
