@@ -14,7 +14,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from gpt2cli.decoding.beam import beam_search
-from gpt2cli.decoding.generate import Overflow, check_logits, generate
+from gpt2cli.decoding.contrastive import contrastive_search
+from gpt2cli.decoding.generate import Overflow, check_logits, fit_prompt, generate
 from gpt2cli.decoding.sampling import Penalties, Sampler
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
@@ -96,14 +97,26 @@ class Session:
         logprobs: bool = False,
         on_overflow: Overflow | str = Overflow.SLIDE,
         penalties: Penalties = Penalties(),
+        contrastive: tuple[float, int] | None = None,
         stops: tuple[str, ...] = (),
         warn: Callable[[str], None] = lambda message: None,
         progress: Progress | None = None,
     ) -> "Generation":
         """num_samples continuations of ids decoded together; iterate the result to run it step by step.
 
-        Options and the prompt's fit are checked now, before anything is decoded.
+        contrastive=(penalty_alpha, top_k): contrastive search instead of the sampler (one row; it does
+        not slide). Options and the prompt's fit are checked now, before anything is decoded.
         """
+        if contrastive is not None:
+            if Overflow.of(on_overflow) is Overflow.TRUNCATE:
+                ids = fit_prompt(ids, self.model.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn)
+            alpha, top_k = contrastive
+            steps = contrastive_search(
+                self.model, ids, penalty_alpha=alpha, top_k=top_k, max_new_tokens=max_new_tokens,
+                eos_token_id=None if ignore_eos else self.eos, penalties=penalties, logprobs=logprobs,
+                prefill_progress=progress,
+            )  # fmt: skip
+            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps)
         steps = generate(
             self.model, ids, sampler, max_new_tokens,
             num_samples=num_samples, eos_token_id=self.eos, ignore_eos=ignore_eos, logprobs=logprobs,

@@ -14,7 +14,8 @@ import typer
 from gpt2cli.cli import render
 from gpt2cli.cli.options import (
     AllowSpecialOpt, EarlyStopping, EarlyStoppingOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
-    PromptArg, RevisionOpt, SeedOpt, TemperatureOpt, TextArg, TopKOpt, TopPOpt, WeightsDirOpt,
+    NoRepeatNgramOpt, PromptArg, RepetitionPenaltyOpt, RevisionOpt, SeedOpt, TemperatureOpt, TextArg, TopKOpt, TopPOpt,
+    WeightsDirOpt,
 )  # fmt: skip
 from gpt2cli.cli.output import Writer, note, prefill_progress, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
@@ -64,9 +65,34 @@ def generate(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
-    temperature: TemperatureOpt = 1.0,
-    top_k: TopKOpt = 50,
+    temperature: Annotated[
+        Optional[float], typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy (default 1.0).")
+    ] = None,
+    top_k: Annotated[
+        Optional[int],
+        typer.Option(
+            "-k", "--top-k",
+            help="Sample among the k most likely tokens, 0 = off (default 50); with --penalty-alpha, the "
+            "candidates contrastive search compares (default 4).",
+        ),
+    ] = None,  # fmt: skip
     top_p: TopPOpt = 1.0,
+    min_p: Annotated[
+        float, typer.Option("--min-p", help="Drop tokens less likely than this times the top token; 0 = off.")
+    ] = 0.0,
+    typical_p: Annotated[
+        float, typer.Option("--typical-p", help="Typical sampling: keep the most typical tokens up to this mass; 1 = off.")
+    ] = 1.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    no_repeat_ngram: NoRepeatNgramOpt = 0,
+    penalty_alpha: Annotated[
+        Optional[float],
+        typer.Option(
+            "--penalty-alpha",
+            help="Contrastive search (deterministic): each step picks among the -k most likely tokens by "
+            "(1 - A) * probability - A * similarity to the text so far.",
+        ),
+    ] = None,
     seed: SeedOpt = None,
     stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End the output before this text (repeatable).")] = None,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
@@ -86,18 +112,28 @@ def generate(
     offline: OfflineOpt = False,
 ) -> None:
     """Continue a prompt, streaming the new text to stdout as it is generated."""
+    from gpt2cli.decoding import contrastive
     from gpt2cli.decoding.generate import check_options
-    from gpt2cli.decoding.sampling import Sampler, SamplingOptions
+    from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
     from gpt2cli.decoding.text import InOrder
 
-    check_options(max_tokens, num_samples, on_overflow)  # before the model loads, so a typo fails at once
-    sampler = Sampler(SamplingOptions(temperature, top_k, top_p), seed)
+    # Checked before the model loads, so a typo fails at once.
+    check_options(max_tokens, num_samples, on_overflow)
+    penalties = Penalties(repetition_penalty, no_repeat_ngram).validate()
+    searched = None
+    if penalty_alpha is not None:
+        _refuse_with_contrastive(temperature, top_p, min_p, typical_p, num_samples, seed)
+        searched = (penalty_alpha, 4 if top_k is None else top_k)
+        contrastive.check_options(*searched)
+    options = SamplingOptions(1.0 if temperature is None else temperature, 50 if top_k is None else top_k, top_p, min_p, typical_p)
+    sampler = Sampler(options, seed)
     text = read_prompt(prompt)
     session = open_session(model, revision, weights_dir, offline)
     ids = session.prompt_ids(text, allow_special)
     run = session.generate(
         ids, sampler, max_tokens, num_samples=num_samples, ignore_eos=ignore_eos, logprobs=json_out,
-        on_overflow=on_overflow, stops=tuple(stop or ()), warn=note, progress=prefill_progress(),
+        on_overflow=on_overflow, penalties=penalties, contrastive=searched, stops=tuple(stop or ()), warn=note,
+        progress=prefill_progress(),
     )  # fmt: skip
     out = Writer()
     stream = not (no_stream or json_out)
@@ -117,6 +153,21 @@ def generate(
     out.end()
     if stats if stats is not None else stderr_is_tty():
         show_stats(len(ids), sum(len(r.tokens) for r in run.rows), started, first)
+
+
+def _refuse_with_contrastive(temperature, top_p, min_p, typical_p, num_samples, seed) -> None:
+    """Options that mean sampling, which contrastive search (deterministic) would silently ignore."""
+    given = [
+        name for name, on in (
+            ("--temperature", temperature not in (None, 0.0)), ("--top-p", top_p != 1.0), ("--min-p", min_p != 0.0),
+            ("--typical-p", typical_p != 1.0), ("--num-samples", num_samples != 1), ("--seed", seed is not None),
+        ) if on
+    ]  # fmt: skip
+    if given:
+        raise UsageError(
+            f"--penalty-alpha (contrastive search) is deterministic and does not combine with {', '.join(given)}; "
+            "drop them, or drop --penalty-alpha to sample"
+        )
 
 
 @app.command(
@@ -191,9 +242,8 @@ def beam(
         typer.Option("--length-penalty", help="Score = logprob / length ** this; > 0 favours longer hypotheses."),
     ] = 1.0,
     early_stopping: EarlyStoppingOpt = EarlyStopping.FALSE,
-    no_repeat_ngram: Annotated[
-        int, typer.Option("--no-repeat-ngram", help="No n-gram of this size appears twice (prompt included); 0 = off.")
-    ] = 0,
+    no_repeat_ngram: NoRepeatNgramOpt = 0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
     compare: Annotated[
         bool,
         typer.Option("--compare/--no-compare", help="Also show greedy decoding and one seeded sample."),
@@ -218,7 +268,7 @@ def beam(
     options = dict(
         num_beams=beams, num_return=beams if num_return is None else num_return, max_new_tokens=max_tokens,
         no_repeat_ngram_size=no_repeat_ngram, early_stopping=early_stopping.value_for_search,
-        length_penalty=length_penalty,
+        length_penalty=length_penalty, repetition_penalty=repetition_penalty,
     )  # fmt: skip
     validate_options(**options)  # before the model loads, so a typo fails at once
     if width is not None and width < 20:

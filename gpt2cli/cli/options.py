@@ -28,6 +28,10 @@ FLAGS = {
     "no_repeat_ngram_size": "--no-repeat-ngram",
     "early_stopping": "--early-stopping",
     "length_penalty": "--length-penalty",
+    "repetition_penalty": "--repetition-penalty",
+    "min_p": "--min-p",
+    "typical_p": "--typical-p",
+    "penalty_alpha": "--penalty-alpha",
 }
 
 
@@ -84,6 +88,16 @@ AllowSpecialOpt = Annotated[
 MaxTokensOpt = Annotated[int, typer.Option("-n", "--max-tokens", help="How many new tokens, at most.")]
 TemperatureOpt = Annotated[float, typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy.")]
 TopKOpt = Annotated[int, typer.Option("-k", "--top-k", help="Sample among the k most likely tokens; 0 = off.")]
+RepetitionPenaltyOpt = Annotated[
+    float,
+    typer.Option(
+        "--repetition-penalty",
+        help="Scores of tokens already in the text (prompt included) divided by this (multiplied if negative); 1 = off.",
+    ),
+]
+NoRepeatNgramOpt = Annotated[
+    int, typer.Option("--no-repeat-ngram", help="No n-gram of this size appears twice (prompt included); 0 = off.")
+]
 TopPOpt = Annotated[float, typer.Option("-p", "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed: the same seed and options give the same text.")]
 OverflowOpt = Annotated[
