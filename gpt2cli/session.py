@@ -16,7 +16,8 @@ import numpy as np
 from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.contrastive import contrastive_search
 from gpt2cli.decoding.generate import Overflow, check_logits, fit_prompt, generate
-from gpt2cli.decoding.sampling import Penalties, Sampler
+from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
+from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
@@ -49,6 +50,21 @@ class Decoded:
     score: float  # logprob / len(tokens) ** length_penalty, as transformers' sequences_scores
     logprob: float  # sum of the tokens' log-probabilities
     finish_reason: str  # "eos" or "length"
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One row of `compare`: a strategy's continuation and the numbers beside it."""
+
+    strategy: "Strategy"
+    text: str
+    tokens: list[int]  # the continuation, with a final <|endoftext|> if it ended on one
+    logprobs: list[float]  # each token's log-probability under the model's raw distribution
+    finish_reason: str  # "eos" or "length"
+
+    @property
+    def mean_logprob(self) -> float | None:
+        return math.fsum(self.logprobs) / len(self.logprobs) if self.logprobs else None
 
 
 @dataclass(frozen=True)
@@ -161,6 +177,35 @@ class Session:
         logprobs = log_softmax(check_logits(logits))[np.arange(len(ids)), ids]  # [T]
         total = float(logprobs.sum())
         return Scored(ids, logprobs, total, math.exp(-total / len(ids)))
+
+    def token_logprobs(self, ids: list[int], continuation: list[int]) -> list[float]:
+        """Each continuation token's log-probability under the raw distribution, given ids and the tokens
+        before it: one pass over ids + continuation."""
+        if not continuation:
+            return []
+        seq = np.asarray([ids + continuation[:-1]])  # [1, T]
+        logits = self.model.forward(seq, self.model.new_cache(1, seq.shape[1]), all_logits=True)[0, len(ids) - 1 :]
+        return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
+
+    def compare(self, ids: list[int], strategy: Strategy, max_new_tokens: int, seed: int | None = 0) -> Compared:
+        """One strategy's continuation of ids (which must leave room for max_new_tokens in the context)."""
+        s, penalties = strategy.settings, strategy.penalties()
+        if strategy.name in ("beam", "diverse-beam"):
+            best = self.beam(ids, max_new_tokens=max_new_tokens, **strategy.beam_options())[0]
+            tokens, reason = best.tokens, best.finish_reason
+        else:
+            searched = (s["alpha"], s["k"]) if strategy.name == "contrastive" else None
+            sampler = Sampler(SamplingOptions(0.0, 0, 1.0) if searched else strategy.sampling(), seed)
+            run = self.generate(
+                ids, sampler, max_new_tokens, penalties=penalties, contrastive=searched, on_overflow=Overflow.ERROR
+            )
+            for _ in run:
+                pass
+            row = run.rows[0]
+            reason = row.finish_reason
+            tokens = row.tokens + ([self.eos] if reason == "eos" else [])
+        shown = tokens[:-1] if tokens and tokens[-1] == self.eos else tokens
+        return Compared(strategy, self.tokenizer.decode(shown), tokens, self.token_logprobs(ids, tokens), reason)
 
     def _decoded(self, tokens: list[int], score: float, logprob: float, finish_reason: str) -> Decoded:
         shown = tokens[:-1] if tokens and tokens[-1] == self.eos else tokens

@@ -17,7 +17,7 @@ from gpt2cli.cli.options import (
     NoRepeatNgramOpt, PromptArg, RepetitionPenaltyOpt, RevisionOpt, SeedOpt, TemperatureOpt, TextArg, TopKOpt, TopPOpt,
     WeightsDirOpt,
 )  # fmt: skip
-from gpt2cli.cli.output import Writer, note, prefill_progress, stderr_is_tty
+from gpt2cli.cli.output import ProgressLine, Writer, note, prefill_progress, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
@@ -295,6 +295,70 @@ def beam(
         out.json_line(result)
     else:
         out.write(render.beam_table(text, len(ids), found, width or shutil.get_terminal_size().columns, greedy, sample))
+    out.end()
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  gpt2cli compare \"The meaning of life is\"\n\n"
+    "  gpt2cli compare -n 60 -s greedy -s contrastive:alpha=0.6,k=4 -s top-p:p=0.92,temperature=0.7 \"Once upon\"\n\n"
+    "  gpt2cli compare --json \"Hello\" | jq '.rows[] | [.name, .rep_2]'\n\n"
+    "  gpt2cli compare --list",
+)
+def compare(
+    prompt: PromptArg = None,
+    model: ModelOpt = "gpt2",
+    max_tokens: MaxTokensOpt = 40,
+    strategy: Annotated[
+        Optional[list[str]],
+        typer.Option("-s", "--strategy", help="A decoding as NAME or NAME:key=value,... (repeatable); see --list."),
+    ] = None,
+    list_strategies: Annotated[bool, typer.Option("--list", help="List the decodings and their settings.")] = False,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the sampled rows (the table is reproducible).")] = 0,
+    width: Annotated[
+        Optional[int], typer.Option("--width", help="Table width in columns; default: the terminal's (or $COLUMNS).")
+    ] = None,
+    json_out: JsonOpt = False,
+    allow_special: AllowSpecialOpt = False,
+    on_overflow: OverflowOpt = Overflow.SLIDE,
+    revision: RevisionOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Several decodings of one prompt side by side, with the numbers that say which one repeats (rep-2,
+    rep-4, distinct-2) and how likely each is (mean log-probability under the model)."""
+    from gpt2cli.decoding import strategies
+    from gpt2cli.decoding.generate import check_options, fit_prompt
+
+    out = Writer()
+    if list_strategies:
+        out.write(render.strategies_list())
+        out.end()
+        return
+    chosen = [strategies.parse(spec).check() for spec in (strategy or strategies.DEFAULT_SET)]
+    check_options(max_tokens, 1, on_overflow)
+    if width is not None and width < 20:
+        raise UsageError(f"--width must be at least 20 columns, got {width}")
+    text = read_prompt(prompt)
+    session = open_session(model, revision, weights_dir, offline)
+    # Every row sees the same context, and beams do not slide: a prompt that does not fit is cut.
+    mode = Overflow.TRUNCATE if on_overflow is Overflow.SLIDE else on_overflow
+    ids = fit_prompt(session.prompt_ids(text, allow_special), session.model.config.n_positions, max_tokens, mode, note)
+    table = out.is_tty and not json_out
+    progress = ProgressLine("comparing", delay=0.0, unit="decoding") if stderr_is_tty() else None
+    rows = []
+    for i, chosen_strategy in enumerate(chosen):
+        if progress is not None:
+            progress(i, len(chosen))
+        rows.append(session.compare(ids, chosen_strategy, max_tokens, seed))
+        if not (json_out or table):  # piped: each row as it finishes
+            out.write(f"{render.compared_heading(rows[-1])}\n{rows[-1].text}\n")
+    if progress is not None:
+        progress(len(chosen), len(chosen))
+    if json_out:
+        out.json_line({"prompt_tokens": len(ids), "rows": [render.compared_record(r) for r in rows]})
+    elif table:
+        out.write(render.compare_table(text, len(ids), rows, width or shutil.get_terminal_size().columns))
     out.end()
 
 

@@ -32,6 +32,7 @@ FLAGS = {
     "min_p": "--min-p",
     "typical_p": "--typical-p",
     "penalty_alpha": "--penalty-alpha",
+    "strategy": "--strategy",
 }
 
 

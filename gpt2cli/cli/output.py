@@ -90,11 +90,12 @@ class ProgressLine:
     silent, and erases itself when done so that nothing is left between the command and its output.
     """
 
-    def __init__(self, label: str, delay: float = 0.5):
+    def __init__(self, label: str, delay: float = 0.5, unit: str = "layer"):
         import time
 
         self._clock = time.monotonic
         self.label = label
+        self.unit = unit
         self.delay = delay
         self.started = self._clock()
         self.drawn = False
@@ -108,7 +109,7 @@ class ProgressLine:
                 self.drawn = False
             self.started = self._clock()  # a later prefill (sliding) starts its own delay
             return
-        self._write(f"\r\033[K{self.label}: layer {done}/{total}")
+        self._write(f"\r\033[K{self.label}: {self.unit} {done}/{total}")
         self.drawn = True
 
     @staticmethod

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gpt2cli.decoding.text import Completion
-    from gpt2cli.session import Decoded, Scored
+    from gpt2cli.session import Compared, Decoded, Scored
     from gpt2cli.store.hub import ModelEntry
     from gpt2cli.store.tokenizer import Tokenizer
 
@@ -118,13 +118,22 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 
 
 def render_beam_table(prompt: str, prompt_tokens: int, rows: list[DecodingRow], width: int) -> str:
-    """The prompt once, then one row per decoding with its text wrapped to fit `width` columns.
-
-    Where the number columns leave the text fewer than 20 columns, each text goes under its row instead.
-    """
-    headers = ("decoding", "score", "avg lp", "end")
+    """The prompt once, then one row per decoding with its text wrapped to fit `width` columns."""
     cells = [(r.label, f"{r.score:.3f}", f"{r.avg_logprob:.3f}", r.finish_reason) for r in rows]
-    widths = [max([display_width(h)] + [display_width(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    return decodings_table(
+        prompt, prompt_tokens, ("decoding", "score", "avg lp", "end"), list(zip(cells, (r.text for r in rows))), width,
+        right=(1, 2),
+    )  # fmt: skip
+
+
+def decodings_table(
+    prompt: str, prompt_tokens: int, headers: tuple[str, ...], rows: list[tuple[tuple[str, ...], str]], width: int,
+    right: tuple[int, ...] = (),
+) -> str:  # fmt: skip
+    """The prompt once, then one row per decoding: its cells under headers (columns in `right` aligned
+    right), then its text wrapped to fit `width` columns. Where the cells leave the text fewer than 20
+    columns, each text goes under its row instead."""
+    widths = [max([display_width(h)] + [display_width(c[i]) for c, _ in rows]) for i, h in enumerate(headers)]
     indent = sum(widths) + 2 * len(widths)  # each column is followed by two spaces
     beside = width - indent >= 20
     text_indent = indent if beside else 4
@@ -140,20 +149,66 @@ def render_beam_table(prompt: str, prompt_tokens: int, rows: list[DecodingRow], 
     out.append("")
 
     def fields(values: tuple[str, ...]) -> str:
-        return "  ".join(_pad(v, w, right=i in (1, 2)) for i, (v, w) in enumerate(zip(values, widths)))
+        return "  ".join(_pad(v, w, right=i in right) for i, (v, w) in enumerate(zip(values, widths)))
 
     rule = "-" * min(text_width, 40)
     out.append(fields(headers) + "  text" if beside else fields(headers).rstrip())
     out.append(fields(tuple("-" * w for w in widths)) + ("  " + rule if beside else ""))
-    for r, c in zip(rows, cells):
-        text_lines = wrap_text(r.text, text_width)
+    for cells, text in rows:
+        text_lines = wrap_text(text, text_width)
         if beside:
-            out.append((fields(c) + "  " + text_lines[0]).rstrip())
+            out.append((fields(cells) + "  " + text_lines[0]).rstrip())
             text_lines = text_lines[1:]
         else:
-            out.append(fields(c).rstrip())
+            out.append(fields(cells).rstrip())
         out.extend((" " * text_indent + line).rstrip() for line in text_lines)
     return "\n".join(out) + "\n"
+
+
+# --- compare ---
+
+
+def _metric(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def compared_record(c: "Compared") -> dict:
+    from gpt2cli.decoding.strategies import distinct_n, rep_n
+
+    cont = c.tokens[:-1] if c.finish_reason == "eos" else c.tokens
+    return {
+        "name": c.strategy.name, "settings": c.strategy.settings, "text": c.text, "tokens": c.tokens,
+        "logprobs": c.logprobs, "mean_logprob": c.mean_logprob, "rep_2": rep_n(cont, 2), "rep_4": rep_n(cont, 4),
+        "distinct_2": distinct_n(cont, 2), "n_tokens": len(c.tokens), "finish_reason": c.finish_reason,
+    }  # fmt: skip
+
+
+def compare_table(prompt: str, prompt_tokens: int, rows: list["Compared"], width: int) -> str:
+    headers = ("decoding", "avg lp", "rep-2", "rep-4", "dist-2", "tokens", "end")
+    cells = []
+    for c in rows:
+        r = compared_record(c)
+        name = f"{c.strategy.name} {c.strategy.label}".strip()
+        cells.append(((name, _metric(r["mean_logprob"], 3), _metric(r["rep_2"]), _metric(r["rep_4"]),
+                       _metric(r["distinct_2"]), str(r["n_tokens"]), c.finish_reason), c.text))  # fmt: skip
+    return decodings_table(prompt, prompt_tokens, headers, cells, width, right=(1, 2, 3, 4, 5))
+
+
+def strategies_list() -> str:
+    """compare --list: each decoding, what it is, its settings with their defaults, and the default set."""
+    from gpt2cli.decoding.strategies import COMMON, DEFAULT_SET, STRATEGIES
+
+    lines = []
+    for name, (what, own) in STRATEGIES.items():
+        settings = ",".join(f"{k}={v}" for k, v in {**own, **COMMON}.items())
+        lines.append(f"{name:<13} {what}\n{'':<13} settings: {settings}")
+    lines.append("\ndefault set (when no --strategy is given):\n  " + "\n  ".join(DEFAULT_SET))
+    return "\n".join(lines) + "\n"
+
+
+def compared_heading(c: "Compared") -> str:
+    """The line above a row's text when compare's output is piped."""
+    return f"--- {c.strategy.name} {c.strategy.label} ---".replace("  ", " ")
 
 
 # --- score, tokenize, models ---
