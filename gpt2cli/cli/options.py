@@ -28,6 +28,8 @@ FLAGS = {
     "no_repeat_ngram_size": "--no-repeat-ngram",
     "early_stopping": "--early-stopping",
     "length_penalty": "--length-penalty",
+    "num_groups": "--groups",
+    "diversity_penalty": "--diversity-penalty",
 }
 
 
