@@ -16,6 +16,7 @@ import numpy as np
 from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.contrastive import contrastive_search
 from gpt2cli.decoding.generate import Overflow, check_logits, fit_prompt, generate
+from gpt2cli.decoding.group_beam import group_beam_search
 from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
@@ -142,8 +143,10 @@ class Session:
         return Generation(rows, steps)
 
     def beam(self, ids: list[int], *, progress: Progress | None = None, **options) -> list[Decoded]:
-        """The best hypotheses of beam search (decoding.beam.beam_search's options), best first."""
-        hyps = beam_search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, **options)
+        """The best hypotheses of beam search (decoding.beam.beam_search's options), best first; with
+        num_groups and diversity_penalty, diverse beam search (decoding.group_beam)."""
+        search = group_beam_search if "num_groups" in options else beam_search  # 1 group: beam_search
+        hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, **options)
         return [self._decoded(h.tokens, h.score, h.logprob, h.finish_reason) for h in hyps]
 
     def decode_one(self, ids: list[int], sampler: Sampler, max_new_tokens: int, length_penalty: float = 1.0) -> Decoded:

@@ -53,7 +53,9 @@ def test_bad_specs_name_the_strategy_option(spec):
         parse(spec)
 
 
-@pytest.mark.parametrize("spec", ["top-p:p=2", "beam:beams=0", "contrastive:alpha=3", "greedy:repetition_penalty=0"])
+@pytest.mark.parametrize(
+    "spec", ["top-p:p=2", "beam:beams=0", "contrastive:alpha=3", "greedy:repetition_penalty=0", "diverse-beam:groups=3"]
+)
 def test_out_of_range_settings_are_refused_before_any_model_loads(spec):
     with pytest.raises(OptionError, match="strategy"):
         parse(spec).check()
@@ -88,6 +90,12 @@ def test_json_has_every_row_with_its_metrics(folder):
         assert row["finish_reason"] in ("eos", "length")
     again = run("compare", "-m", folder, "-n", "12", *[a for s in NO_GROUPS for a in ("-s", s)], "--json", "Hello there")
     assert again.out == r.out  # sampled rows take the fixed default seed: reproducible
+
+
+def test_the_default_set_runs_every_family(folder):
+    r = run("compare", "-m", folder, "-n", "6", "--json", "Hello")
+    assert r.code == 0, r.err
+    assert [row["name"] for row in json.loads(r.out)["rows"]] == [spec.split(":")[0] for spec in DEFAULT_SET]
 
 
 def test_piped_output_is_each_text_under_its_heading(folder):

@@ -226,6 +226,7 @@ def tokenize(
     epilog="Examples:\n\n"
     "  gpt2cli beam \"The meaning of life is\"\n\n"
     "  gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"\n\n"
+    "  gpt2cli beam -b 6 --groups 3 --diversity-penalty 1.0 \"Once upon a time\"\n\n"
     "  echo \"Hello\" | gpt2cli beam --no-compare > best.txt\n\n"
     "  gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
 )
@@ -244,6 +245,13 @@ def beam(
     early_stopping: EarlyStoppingOpt = EarlyStopping.FALSE,
     no_repeat_ngram: NoRepeatNgramOpt = 0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    groups: Annotated[
+        int, typer.Option("--groups", help="Diverse beam search: groups of beams that avoid each other's tokens (divides --beams).")
+    ] = 1,
+    diversity_penalty: Annotated[
+        float,
+        typer.Option("--diversity-penalty", help="With --groups > 1: cost of a token per earlier group that chose it this step (> 0)."),
+    ] = 0.0,
     compare: Annotated[
         bool,
         typer.Option("--compare/--no-compare", help="Also show greedy decoding and one seeded sample."),
@@ -263,6 +271,7 @@ def beam(
     """Beam search, step for step as transformers does it. On a terminal: a table of every beam with
     greedy and a sample beside it; piped: the best beam's text only; --json: everything."""
     from gpt2cli.decoding.beam import validate_options
+    from gpt2cli.decoding.group_beam import validate_group_options
     from gpt2cli.decoding.sampling import Sampler, SamplingOptions
 
     options = dict(
@@ -271,6 +280,11 @@ def beam(
         length_penalty=length_penalty, repetition_penalty=repetition_penalty,
     )  # fmt: skip
     validate_options(**options)  # before the model loads, so a typo fails at once
+    if groups != 1 or diversity_penalty != 0.0:
+        if groups == 1:
+            raise UsageError("--diversity-penalty needs --groups > 1; add --groups (a divisor of --beams) or drop it")
+        validate_group_options(num_beams=beams, num_groups=groups, diversity_penalty=diversity_penalty)
+        options |= dict(num_groups=groups, diversity_penalty=diversity_penalty)
     if width is not None and width < 20:
         raise UsageError(f"--width must be at least 20 columns, got {width}")
     sampler = Sampler(SamplingOptions(temperature, top_k, 1.0), seed)  # checks --temperature, --top-k

@@ -33,6 +33,8 @@ FLAGS = {
     "typical_p": "--typical-p",
     "penalty_alpha": "--penalty-alpha",
     "strategy": "--strategy",
+    "num_groups": "--groups",
+    "diversity_penalty": "--diversity-penalty",
 }
 
 

@@ -88,13 +88,17 @@ class Strategy:
         """Raises InvalidValue (as a --strategy error naming the setting) for a value out of range."""
         from gpt2cli.decoding import contrastive
         from gpt2cli.decoding.beam import validate_options
+        from gpt2cli.decoding.group_beam import validate_group_options
 
         s = self.settings
         try:
             self.penalties().validate()
             if self.name in ("beam", "diverse-beam"):
-                options = {k: v for k, v in self.beam_options().items() if k not in ("num_groups", "diversity_penalty")}
+                options = self.beam_options()
+                groups = {k: options.pop(k) for k in ("num_groups", "diversity_penalty") if k in options}
                 validate_options(max_new_tokens=1, **options)
+                if groups:
+                    validate_group_options(num_beams=options["num_beams"], **groups)
             elif self.name == "contrastive":
                 contrastive.check_options(s["alpha"], s["k"])
             else:
