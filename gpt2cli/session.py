@@ -22,7 +22,7 @@ from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
-from gpt2cli.errors import CheckpointError, ModelNotFoundError, UsageError
+from gpt2cli.errors import CheckpointError, ModelNotFoundError, OptionError, UsageError
 from gpt2cli.store.checkpoint import load_weights
 from gpt2cli.store.config import read_config
 from gpt2cli.store.layout import CONFIG_FILE
@@ -74,6 +74,66 @@ class Scored:
     logprobs: np.ndarray  # [T] float32: each token's log-probability given everything before it
     total: float
     perplexity: float
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that decides one generation besides the prompt: what `generate` and each `batch`
+    record ask for. None means the default (temperature 1.0; top_k 50 when sampling, 4 for
+    contrastive search)."""
+
+    max_tokens: int = 100
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float = 1.0
+    min_p: float = 0.0
+    typical_p: float = 1.0
+    repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 0
+    penalty_alpha: float | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    num_samples: int = 1
+    on_overflow: Overflow = Overflow.SLIDE
+
+    def check(self) -> "Request":
+        """Raises InvalidValue/OptionError, in library terms, for values and combinations that cannot run."""
+        from gpt2cli.decoding import contrastive
+        from gpt2cli.decoding.generate import check_options
+
+        check_options(self.max_tokens, self.num_samples, self.on_overflow)
+        self.penalties.validate()
+        if self.penalty_alpha is not None:
+            given = [
+                name for name, on in (
+                    ("temperature", self.temperature not in (None, 0.0)), ("top_p", self.top_p != 1.0),
+                    ("min_p", self.min_p != 0.0), ("typical_p", self.typical_p != 1.0),
+                    ("num_samples", self.num_samples != 1), ("seed", self.seed is not None),
+                ) if on
+            ]  # fmt: skip
+            if given:
+                raise OptionError(
+                    "{penalty_alpha} (contrastive search) is deterministic and does not combine with "
+                    + ", ".join("{" + g + "}" for g in given) + "; drop them, or drop {penalty_alpha} to sample",
+                    "penalty_alpha", *given,
+                )  # fmt: skip
+            contrastive.check_options(*self.contrastive)
+        self.sampling.validate()
+        return self
+
+    @property
+    def penalties(self) -> Penalties:
+        return Penalties(self.repetition_penalty, self.no_repeat_ngram)
+
+    @property
+    def contrastive(self) -> tuple[float, int] | None:
+        return None if self.penalty_alpha is None else (self.penalty_alpha, 4 if self.top_k is None else self.top_k)
+
+    @property
+    def sampling(self) -> SamplingOptions:
+        temperature = 1.0 if self.temperature is None else self.temperature
+        return SamplingOptions(temperature, 50 if self.top_k is None else self.top_k, self.top_p, self.min_p, self.typical_p)
 
 
 class Session:
@@ -141,6 +201,19 @@ class Session:
         )  # fmt: skip
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
         return Generation(rows, steps)
+
+    def run(
+        self, ids: list[int], request: Request, *, logprobs: bool = False, warn: Callable[[str], None] = lambda m: None,
+        progress: Progress | None = None,
+    ) -> "Generation":
+        """The generation a Request asks for (checked now, before anything is decoded)."""
+        request.check()
+        return self.generate(
+            ids, Sampler(request.sampling, request.seed), request.max_tokens, num_samples=request.num_samples,
+            ignore_eos=request.ignore_eos, logprobs=logprobs, on_overflow=request.on_overflow,
+            penalties=request.penalties, contrastive=request.contrastive, stops=request.stop, warn=warn,
+            progress=progress,
+        )  # fmt: skip
 
     def beam(self, ids: list[int], *, progress: Progress | None = None, **options) -> list[Decoded]:
         """The best hypotheses of beam search (decoding.beam.beam_search's options), best first; with

@@ -180,6 +180,9 @@ INVALID_VALUES = [
     (["download", "not a repo!"], "not a repo!", "owner/name"),
     (["models", "--weights-dir"], "--weights-dir", "argument"),
     (["models", "--bogus"], "--bogus", "option"),
+    (["compare", "-s", "nucleus"], "--strategy", "one of"),
+    (["compare", "-s", "top-p:p=2"], "--strategy", "(0, 1]"),
+    (["compare", "-n", "0"], "--max-tokens", "1"),
 ]
 
 

@@ -112,29 +112,17 @@ def generate(
     offline: OfflineOpt = False,
 ) -> None:
     """Continue a prompt, streaming the new text to stdout as it is generated."""
-    from gpt2cli.decoding import contrastive
-    from gpt2cli.decoding.generate import check_options
-    from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
     from gpt2cli.decoding.text import InOrder
+    from gpt2cli.session import Request
 
-    # Checked before the model loads, so a typo fails at once.
-    check_options(max_tokens, num_samples, on_overflow)
-    penalties = Penalties(repetition_penalty, no_repeat_ngram).validate()
-    searched = None
-    if penalty_alpha is not None:
-        _refuse_with_contrastive(temperature, top_p, min_p, typical_p, num_samples, seed)
-        searched = (penalty_alpha, 4 if top_k is None else top_k)
-        contrastive.check_options(*searched)
-    options = SamplingOptions(1.0 if temperature is None else temperature, 50 if top_k is None else top_k, top_p, min_p, typical_p)
-    sampler = Sampler(options, seed)
+    request = Request(
+        max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha,
+        seed, tuple(stop or ()), ignore_eos, num_samples, on_overflow,
+    ).check()  # before the model loads, so a typo fails at once
     text = read_prompt(prompt)
     session = open_session(model, revision, weights_dir, offline)
     ids = session.prompt_ids(text, allow_special)
-    run = session.generate(
-        ids, sampler, max_tokens, num_samples=num_samples, ignore_eos=ignore_eos, logprobs=json_out,
-        on_overflow=on_overflow, penalties=penalties, contrastive=searched, stops=tuple(stop or ()), warn=note,
-        progress=prefill_progress(),
-    )  # fmt: skip
+    run = session.run(ids, request, logprobs=json_out, warn=note, progress=prefill_progress())
     out = Writer()
     stream = not (no_stream or json_out)
     shown = InOrder(run.rows, lambda i: render.sample_separator(i, num_samples))
@@ -153,21 +141,6 @@ def generate(
     out.end()
     if stats if stats is not None else stderr_is_tty():
         show_stats(len(ids), sum(len(r.tokens) for r in run.rows), started, first)
-
-
-def _refuse_with_contrastive(temperature, top_p, min_p, typical_p, num_samples, seed) -> None:
-    """Options that mean sampling, which contrastive search (deterministic) would silently ignore."""
-    given = [
-        name for name, on in (
-            ("--temperature", temperature not in (None, 0.0)), ("--top-p", top_p != 1.0), ("--min-p", min_p != 0.0),
-            ("--typical-p", typical_p != 1.0), ("--num-samples", num_samples != 1), ("--seed", seed is not None),
-        ) if on
-    ]  # fmt: skip
-    if given:
-        raise UsageError(
-            f"--penalty-alpha (contrastive search) is deterministic and does not combine with {', '.join(given)}; "
-            "drop them, or drop --penalty-alpha to sample"
-        )
 
 
 @app.command(

@@ -33,6 +33,7 @@ FLAGS = {
     "typical_p": "--typical-p",
     "penalty_alpha": "--penalty-alpha",
     "strategy": "--strategy",
+    "seed": "--seed",
     "num_groups": "--groups",
     "diversity_penalty": "--diversity-penalty",
 }
