@@ -288,6 +288,25 @@ class Session:
         return Decoded(self.tokenizer.decode(shown), tokens, score, logprob, finish_reason)
 
 
+def completion_record(row: Completion, prompt_tokens: int) -> dict:
+    """A finished row as `generate --json` and `batch` print it (its held-back text flushed)."""
+    kept = row.kept()
+    row.flush()
+    return {
+        "text": row.text.text,
+        "tokens": row.tokens[:kept],
+        "logprobs": row.logprobs[:kept],
+        "finish_reason": row.finish_reason,
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": kept,
+    }
+
+
+def score_record(s: Scored) -> dict:
+    """What `score --json` and `batch --score` print."""
+    return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
+
+
 class Generation:
     """A running generate(): iterating it decodes one step at a time and updates `rows`.
 

@@ -351,6 +351,108 @@ def compare(
 
 @app.command(
     epilog="Examples:\n\n"
+    "  gpt2cli batch prompts.jsonl -o results.jsonl -n 64\n\n"
+    "  gpt2cli batch --lines prompts.txt -t 0 -n 20 | jq -r .text\n\n"
+    "  gpt2cli batch --score texts.jsonl -o scores.jsonl\n\n"
+    "  (rerun the same command after an interruption: records already in -o FILE are skipped)",
+)
+def batch(
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines file of records (or - for stdin).")],
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", help="Append results to this file; a rerun skips the ids it holds.")
+    ] = None,
+    lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
+    score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
+    ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (they already are: records run in order).")] = False,
+    model: ModelOpt = "gpt2",
+    max_tokens: MaxTokensOpt = 100,
+    temperature: Annotated[
+        Optional[float], typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy (default 1.0).")
+    ] = None,
+    top_k: Annotated[Optional[int], typer.Option("-k", "--top-k", help="As generate's -k (default 50; 4 with --penalty-alpha).")] = None,
+    top_p: TopPOpt = 1.0,
+    min_p: Annotated[float, typer.Option("--min-p", help="As generate's --min-p; 0 = off.")] = 0.0,
+    typical_p: Annotated[float, typer.Option("--typical-p", help="As generate's --typical-p; 1 = off.")] = 1.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    no_repeat_ngram: NoRepeatNgramOpt = 0,
+    penalty_alpha: Annotated[Optional[float], typer.Option("--penalty-alpha", help="As generate's: contrastive search.")] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, help="A record without its own seed samples with one derived from this and its id.")
+    ] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End each output before this text (repeatable).")] = None,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
+    allow_special: AllowSpecialOpt = False,
+    on_overflow: OverflowOpt = Overflow.SLIDE,
+    revision: RevisionOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Run many prompts (or texts to score) from a file: one JSON result per record, written as each
+    finishes; resumable with -o. Each record may override any decoding option (see README)."""
+    import sys
+
+    from gpt2cli.batch.local import run_records
+    from gpt2cli.batch.records import Output, read_records
+    from gpt2cli.session import Request
+
+    defaults = Request(
+        max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, tuple(stop or ()), ignore_eos, 1,
+        on_overflow,
+    ).check()  # fmt: skip
+    stream = _open_input(source)
+    writer = Writer()
+    out = Output(output, writer.write)
+    session = open_session(model, revision, weights_dir, offline)
+    progress = _batch_progress() if stderr_is_tty() else (lambda tally: None)
+    try:
+        tally = run_records(
+            session, read_records(stream, lines=lines, field="text" if score_texts else "prompt"), out,
+            defaults=defaults, seed=seed, score=score_texts, allow_special=allow_special, on_record=progress,
+        )  # fmt: skip
+    finally:
+        out.close()
+        if stream is not sys.stdin:
+            stream.close()
+        if stderr_is_tty():
+            sys.stderr.write("\r\033[K")
+    writer.end()
+    if tally.skipped:
+        note(f"{tally.skipped} record{'s' if tally.skipped != 1 else ''} already in {output}: skipped")
+    if tally.duplicates:
+        note(f"{tally.duplicates} record{'s' if tally.duplicates != 1 else ''} repeated an earlier id: skipped")
+    if tally.failed:
+        note(f"{tally.failed} of {tally.done + tally.failed} records failed: each has an \"error\" line in the output")
+        raise typer.Exit(5)
+
+
+def _open_input(source: str):
+    import sys
+
+    if source == "-":
+        return sys.stdin
+    try:
+        return open(source, encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
+
+
+def _batch_progress():
+    import sys
+
+    def show(tally) -> None:
+        try:
+            sys.stderr.write(
+                f"\r\033[Kbatch: {tally.done} done, {tally.failed} failed, {tally.tokens_per_second:.1f} tokens/s"
+            )
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    return show
+
+
+@app.command(
+    epilog="Examples:\n\n"
     "  gpt2cli download gpt2\n\n"
     "  gpt2cli download openai-community/gpt2-medium --revision main\n\n"
     "  gpt2cli download distilgpt2 --weights-dir ~/models --force\n\n"

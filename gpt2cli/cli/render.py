@@ -24,17 +24,9 @@ if TYPE_CHECKING:
 
 def completion_record(row: "Completion", prompt_tokens: int, prompt: str | None = None) -> dict:
     """generate --json's object for one sample (its text and rest flushed: the row has ended)."""
-    kept = row.kept()
-    row.flush()
-    return {
-        **({"prompt": prompt} if prompt is not None else {}),
-        "text": row.text.text,
-        "tokens": row.tokens[:kept],
-        "logprobs": row.logprobs[:kept],
-        "finish_reason": row.finish_reason,
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": kept,
-    }
+    from gpt2cli.session import completion_record as record
+
+    return {**({"prompt": prompt} if prompt is not None else {}), **record(row, prompt_tokens)}
 
 
 def sample_separator(i: int, n: int) -> str:
@@ -215,7 +207,9 @@ def compared_heading(c: "Compared") -> str:
 
 
 def score_record(s: "Scored") -> dict:
-    return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
+    from gpt2cli.session import score_record as record
+
+    return record(s)
 
 
 def score_table(s: "Scored", tokenizer: "Tokenizer") -> str:

@@ -1,0 +1,88 @@
+"""A batch of records on this machine: each record's generation (or score) through the session, its
+result written as it finishes, records already in the output skipped.
+
+Records run one after another through exactly the code `generate --json` and `score --json` run, so a
+record's result is the single command's result by construction. (Decoding several records in one
+batch, for throughput, is the next step: see the README's batch section.)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
+from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
+from gpt2cli.session import Request, Session, completion_record, score_record
+
+
+@dataclass
+class Tally:
+    """How a run went, for the progress line and the exit code."""
+
+    done: int = 0
+    failed: int = 0
+    skipped: int = 0
+    duplicates: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def tokens_per_second(self) -> float:
+        elapsed = time.perf_counter() - self.started
+        return self.tokens / elapsed if elapsed > 0 else 0.0
+
+
+def run_records(
+    session: Session,
+    records: Iterable[Record | BadRecord],
+    output: Output,
+    *,
+    defaults: Request,
+    seed: int,
+    score: bool = False,
+    ordered: bool = False,
+    allow_special: bool = False,
+    on_record: Callable[[Tally], None] = lambda tally: None,
+) -> Tally:
+    """Runs every record not yet in output; on_record(tally) after each."""
+    tally, seen = Tally(), set()
+    for item in records:
+        if item.key in seen:
+            tally.duplicates += 1  # the first record with this id wins; the output holds each id once
+            continue
+        seen.add(item.key)
+        if item.key in output.done:
+            tally.skipped += 1
+            continue
+        result = _one(session, item, defaults, seed, score, allow_special)
+        if "error" in result:
+            tally.failed += 1
+        else:
+            tally.done += 1
+            tally.tokens += result.get("completion_tokens", len(result.get("tokens", ())))
+        output.write(result)
+        on_record(tally)
+    return tally
+
+
+def _one(session: Session, item: Record | BadRecord, defaults: Request, seed: int, score: bool, allow_special: bool) -> dict:
+    """One record's result line: {"id", ...what generate/score --json print} or {"id", "error"}."""
+    if isinstance(item, BadRecord):
+        return {"id": item.id, "error": item.error}
+    try:
+        if score:
+            return {"id": item.id, **score_record(session.score(session.tokenizer.encode(item.text, allow_special=allow_special)))}
+        request = request_for(item, defaults, seed).check()
+        ids = session.prompt_ids(item.text, allow_special)
+        run = session.run(ids, request, logprobs=True)
+        for _ in run:
+            pass
+        return {"id": item.id, **completion_record(run.rows[0], len(ids))}
+    except CheckpointError:
+        raise  # the model is broken: no later record can succeed either
+    except OptionError as e:
+        return {"id": item.id, "error": " ".join(e.render(RECORD_NAMES).split())}
+    except GPT2CLIError as e:
+        return {"id": item.id, "error": " ".join(str(e).split())}

@@ -1,0 +1,189 @@
+"""A batch's records: JSON Lines (or plain lines) in, one Request per record, and the output file
+that makes a run resumable (ids already written are skipped; a torn last line is repaired).
+
+Knows files and JSON; knows nothing of terminals or options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO, Iterator
+
+from gpt2cli.decoding.generate import Overflow
+from gpt2cli.errors import UsageError
+from gpt2cli.session import Request
+
+# A record's decoding settings (generate's long option names, with underscores) and their JSON types.
+_TYPES = {
+    "max_tokens": int, "temperature": float, "top_k": int, "top_p": float, "min_p": float, "typical_p": float,
+    "repetition_penalty": float, "no_repeat_ngram": int, "penalty_alpha": float, "seed": int, "stop": list,
+    "ignore_eos": bool, "on_overflow": str,
+}  # fmt: skip
+SETTINGS = frozenset(_TYPES)
+# The library's names of a record's settings, for its error messages (errors.OptionError.render).
+RECORD_NAMES = {"max_new_tokens": "max_tokens", "no_repeat_ngram_size": "no_repeat_ngram", "on_overflow": "on_overflow"}
+
+
+@dataclass(frozen=True)
+class Record:
+    """One line of the input: its id, its text (prompt, or text to score), and its settings."""
+
+    id: str | int
+    text: str
+    settings: dict  # only those the record gave
+    line: int  # 1-based line number in the input
+
+    @property
+    def key(self) -> str:
+        """The id as JSON spells it, so 1 and "1" stay different records."""
+        return json.dumps(self.id)
+
+
+@dataclass(frozen=True)
+class BadRecord:
+    """A line that cannot become a record: written as {"id": ..., "error": ...}."""
+
+    id: str | int
+    error: str
+    line: int
+
+    @property
+    def key(self) -> str:
+        return json.dumps(self.id)
+
+
+def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt") -> Iterator[Record | BadRecord]:
+    """Records from JSON Lines (each object has `field`, optionally `id` and settings) or, with lines,
+    one text per line. Blank lines are skipped; a line that is not a valid record becomes a BadRecord."""
+    for number, raw in enumerate(stream, start=1):
+        text = raw.rstrip("\n").rstrip("\r")
+        if lines:
+            yield Record(number, text, {}, number)
+            continue
+        if not text.strip():
+            continue
+        yield _parse(text, number, field)
+
+
+def _parse(text: str, number: int, field: str) -> Record | BadRecord:
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        return BadRecord(number, f"line {number} is not JSON ({e}); each line must be one JSON object", number)
+    if not isinstance(obj, dict):
+        return BadRecord(number, f"line {number} is not a JSON object; each line must be one", number)
+    rid = obj.get("id", number)
+    if isinstance(rid, bool) or not isinstance(rid, (str, int)):
+        return BadRecord(number, f"line {number}: id must be a string or an integer, got {rid!r}", number)
+    body = obj.get(field)
+    if not isinstance(body, str):
+        return BadRecord(rid, f"record has no {field!r} string", number)
+    unknown = sorted(k for k in obj if k not in SETTINGS and k not in ("id", field))
+    if unknown:
+        return BadRecord(rid, f"unknown setting {unknown[0]!r}; settings are {', '.join(sorted(_TYPES))}", number)
+    settings = {k: v for k, v in obj.items() if k in SETTINGS}
+    for key, value in settings.items():
+        kind = _TYPES[key]
+        ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+        ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        ok = ok or (key == "stop" and isinstance(value, str)) or (value is None and key in ("temperature", "top_k", "penalty_alpha", "seed"))
+        if not ok:
+            return BadRecord(rid, f"setting {key!r} has the wrong type ({type(value).__name__})", number)
+        if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
+            return BadRecord(rid, "setting 'stop' must be a string or a list of strings", number)
+    return Record(rid, body, settings, number)
+
+
+def derived_seed(seed: int, rid: str | int) -> int:
+    """A record's seed when it gives none: from the run's --seed and the record's id (documented), so a
+    record's text does not depend on which records ran beside it or in which order."""
+    digest = hashlib.sha256(f"{seed}:{json.dumps(rid)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def request_for(record: Record, defaults: Request, seed: int) -> Request:
+    """The record's Request: the command line's settings, overridden by the record's own."""
+    values = {f.name: getattr(defaults, f.name) for f in fields(Request)}
+    for key, value in record.settings.items():
+        values[key] = value
+    if isinstance(values["stop"], str):
+        values["stop"] = (values["stop"],)
+    values["stop"] = tuple(values["stop"] or ())
+    values["on_overflow"] = Overflow.of(values["on_overflow"])
+    if "seed" not in record.settings and values["penalty_alpha"] is None:
+        values["seed"] = derived_seed(seed, record.id)
+    return Request(**values)
+
+
+class Output:
+    """Where finished records go: stdout, or a file that a rerun resumes.
+
+    Each record is one line, written by one write with SIGINT/SIGTERM held back, so an interrupt never
+    leaves half a line; a line torn by a crash (kill -9, power loss) is cut off when the file is reopened.
+    """
+
+    def __init__(self, path: Path | None, write_stdout):
+        self.path = path
+        self.done: set[str] = set()
+        self._write_stdout = write_stdout
+        self._fd: int | None = None
+        if path is not None:
+            self._open(Path(path))
+
+    def _open(self, path: Path) -> None:
+        try:
+            data = path.read_bytes() if path.exists() else b""
+        except OSError as e:
+            raise UsageError(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
+        keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
+        for line in data[:keep].splitlines():
+            try:
+                self.done.add(json.dumps(json.loads(line)["id"]))
+            except (ValueError, KeyError, TypeError, RecursionError):
+                raise UsageError(
+                    f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote"
+                ) from None
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if keep < len(data):
+                os.ftruncate(self._fd, keep)
+        except OSError as e:
+            raise UsageError(f"cannot write the output file {path} ({e.strerror}); choose another with -o") from None
+
+    def write(self, obj: dict) -> None:
+        line = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+        if self._fd is None:
+            self._write_stdout(line)
+            return
+        data = line.encode("utf-8")
+        held = _hold_signals()
+        try:
+            while data:
+                data = data[os.write(self._fd, data) :]
+        finally:
+            _release_signals(held)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _hold_signals():
+    import signal
+
+    try:
+        return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _release_signals(previous) -> None:
+    import signal
+
+    if previous is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
