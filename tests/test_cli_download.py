@@ -16,6 +16,7 @@ GPT2 = "openai-community/gpt2"
 @pytest.fixture
 def cli(fake_hub, weights):
     """Runs the installed gpt2cli against the fake Hub, online, with `weights` as the weights folder."""
+
     def gpt2cli(*args, **env):
         return run(*args, env={"HF_HUB_OFFLINE": "", "GPT2CLI_WEIGHTS": str(weights), **env}, cwd=weights.parent)
 
