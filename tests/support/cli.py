@@ -127,8 +127,9 @@ def run_in_process(args, stdin: bytes = b"") -> tuple[Run, list]:
 
 
 def run_quick(*args, stdin: bytes | str = b"", env: dict | None = None) -> Run:
-    """Runs `gpt2cli ARGS` in this process under user_env(**env); a Python warning shows on stderr,
-    as it would in a subprocess. For runs whose outcome cannot depend on a fresh process."""
+    """Runs `gpt2cli ARGS` in this process under user_env(**env). Every Python warning raised shows on
+    its stderr (where a subprocess prints them; deprecations too, so stricter), so a one-line check
+    still catches one. For runs whose outcome cannot depend on a fresh process, signals or pipes."""
     data = stdin.encode() if isinstance(stdin, str) else stdin
     saved = dict(os.environ)
     os.environ.clear()
