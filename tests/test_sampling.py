@@ -1,4 +1,5 @@
-"""Sampler: top-k/top-p masks against brute force, greedy limits, seeds, and the sampled distribution."""
+"""Sampling (decoding/sampling.py): top-k/top-p masks against brute force, greedy
+limits, seeds, and the sampled distribution."""
 
 from __future__ import annotations
 

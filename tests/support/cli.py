@@ -1,11 +1,14 @@
 """The one way tests run the gpt2cli command, as a user would:
 
 - run(): the installed command in a subprocess (real exit status, signals, pipes, environment);
+- start(): the same as a running subprocess.Popen, for tests that close its pipes or signal it;
 - run_in_process(): cli.process.main() on in-memory streams, ~100x faster, for many cases at once;
+- run_quick(): run_in_process() as run() would see it (a user's environment, warnings on stderr), for
+  the many short runs that need no signal, pipe, terminal or fresh interpreter;
 - run_in_terminal(): the command with stdin, stdout and stderr on a pseudo-terminal.
 
 Every run sees the environment of a user who set nothing of ours (no GPT2CLI_* variables) and is
-offline (HF_HUB_OFFLINE=1) unless the test says otherwise.
+offline (HF_HUB_OFFLINE=1) unless the test says otherwise; the command imports this checkout's code.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import io
 import json
 import os
 import pty
+import re
 import shutil
 import subprocess
 import sys
@@ -22,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# What an error message must offer the user: a way out.
+REMEDY = re.compile(r"re-download|re-export|convert it|pass --model|fix config\.json|--on-overflow|lower --max-tokens")
 
 
 @dataclass
@@ -54,9 +60,11 @@ class Run:
 
 
 def user_env(**extra) -> dict:
-    """os.environ without GPT2CLI_* and COLUMNS, offline; then `extra` (a value of None removes the variable)."""
+    """os.environ without GPT2CLI_* and COLUMNS, offline, this checkout first on PYTHONPATH; then
+    `extra` (a value of None removes the variable)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPT2CLI_") and k != "COLUMNS"}
     env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     for key, value in extra.items():
         if value is None:
             env.pop(key, None)
@@ -88,6 +96,11 @@ def run(*args, stdin: bytes | str = b"", env: dict | None = None, cwd=None, time
     return Run(p.returncode, p.stdout, p.stderr.decode("utf-8", errors="replace"))
 
 
+def start(*args, env: dict | None = None, **popen) -> subprocess.Popen:
+    """Starts `gpt2cli ARGS` in a subprocess and returns it; popen: stdin/stdout/stderr and the like."""
+    return subprocess.Popen([*command(), *_argv(args)], env=user_env(**(env or {})), **popen)
+
+
 def run_in_process(args, stdin: bytes = b"") -> tuple[Run, list]:
     """cli.process.main() with its own stdin/stdout/stderr (buffered bytes underneath, like the real
     ones). Returns the run and the Python warnings it raised. The caller's environment applies."""
@@ -111,6 +124,23 @@ def run_in_process(args, stdin: bytes = b"") -> tuple[Run, list]:
     finally:
         sys.stdin, sys.stdout, sys.stderr = saved
     return result, list(caught)
+
+
+def run_quick(*args, stdin: bytes | str = b"", env: dict | None = None) -> Run:
+    """Runs `gpt2cli ARGS` in this process under user_env(**env). Every Python warning raised shows on
+    its stderr (where a subprocess prints them; deprecations too, so stricter), so a one-line check
+    still catches one. For runs whose outcome cannot depend on a fresh process, signals or pipes."""
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(user_env(**(env or {})))
+    try:
+        result, caught = run_in_process(args, data)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+    return Run(result.code, result.out, result.err + shown)
 
 
 def run_in_terminal(*args, env: dict | None = None, cwd=None, timeout: float = 120) -> tuple[str, int]:

@@ -1,4 +1,5 @@
-"""The decoding loop: batched samples, eos, overflow modes, and stop strings over streamed text."""
+"""The decoding loop (decoding/generate.py, decoding/text.py): batched samples, eos, overflow modes,
+stop strings over streamed text, and the prefill's progress reports."""
 
 from __future__ import annotations
 
@@ -113,3 +114,15 @@ def test_partial_stop_prefix_is_released_when_the_text_moves_on():
     text.add("b")
     assert text.take() == "\nb"
     assert not text.stopped
+
+
+def test_the_engine_reports_each_layer_of_a_prefill(tiny_model):
+    model = load_model(tiny_model)
+    calls = []
+    steps = generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3, prefill_progress=lambda d, t: calls.append((d, t)))
+    tokens = [int(s.tokens[0]) for s in steps]
+    n = model.config.n_layer
+    assert calls == [(i, n) for i in range(1, n + 1)]  # the prefill only, not the decode steps
+    plain = [int(s.tokens[0]) for s in generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3)]
+    assert tokens == plain
+    assert np.isfinite(model.forward(np.array([[1]]), model.new_cache(1), progress=lambda d, t: None)).all()

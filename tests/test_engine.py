@@ -1,4 +1,5 @@
-"""The NumPy engine against transformers' GPT2LMHeadModel loading the very same files."""
+"""The engine's forward pass and KV cache (engine/model.py): the same numbers as transformers'
+GPT2LMHeadModel loading the very same files, in every checkpoint layout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""config.json of every GPT-2 size, as the Hub publishes them, and configs we must refuse."""
+"""The model config (store/config.py): config.json of every GPT-2 size, as the Hub
+publishes them, and configs we must refuse."""
 
 from __future__ import annotations
 

@@ -1,45 +1,26 @@
-"""Beam search against transformers' generate(num_beams=...) on the very same random checkpoints."""
+"""Beam search (the library): hypotheses and scores identical to transformers' generate(num_beams=...)
+on the very same random checkpoints, one batch per step, and its own checks of its options."""
 
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from gpt2cli.cli.render import DecodingRow, display_width, render_beam_table, wrap_text
 from gpt2cli.decoding import beam
 from gpt2cli.decoding.beam import Hypothesis, beam_search, top_k
 from gpt2cli.errors import UsageError
 from gpt2cli.session import load_model
-from tests.support import models as modelfactory
-from tests.support.reference import load_reference
+from tests.support.reference import greedy, load_reference
 
 MAX_NEW = 12
 
 
 @pytest.fixture(scope="module")
-def folders(tmp_path_factory):
-    """name -> model folder: a plain random model, one that likes <|endoftext|>, and one whose
-    vocabulary (4096) is wide enough that beam steps pick candidates by groups (beam.top_k)."""
-    root = tmp_path_factory.mktemp("beam")
-    folders = {
-        name: modelfactory.write_model(root / name, seed=3, eos_bias=eos_bias)
-        for name, eos_bias in (("plain", 0.0), ("eos-biased", 4.0))
-    }
-    folders["wide-vocab"] = modelfactory.write_model(root / "wide-vocab", seed=5, vocab_size=4096)
-    return folders
-
-
-@pytest.fixture(scope="module")
-def models(folders):
+def models(beam_folders):
     """name -> (our model, transformers' model), both loaded from the same folder."""
-    return {name: (load_model(folder), load_reference(folder)) for name, folder in folders.items()}
+    return {name: (load_model(folder), load_reference(folder)) for name, folder in beam_folders.items()}
 
 
 def prompt_for(model, seed: int, length: int = 5) -> list[int]:
@@ -186,20 +167,6 @@ def test_num_return_gives_the_best_hypotheses_first(models, num_return):
     np.testing.assert_allclose([h.score for h in hyps], scores, atol=1e-4, rtol=0)
 
 
-def greedy(model, prompt: list[int], max_new_tokens: int) -> list[int]:
-    """Plain argmax decoding, stopping after <|endoftext|>."""
-    cache = model.new_cache(1)
-    logits = model.forward(np.array([prompt]), cache)
-    out = []
-    for _ in range(max_new_tokens):
-        token = int(np.argmax(logits[0]))
-        out.append(token)
-        if token == model.config.eos_token_id:
-            break
-        logits = model.forward(np.array([[token]]), cache)
-    return out
-
-
 @pytest.mark.parametrize("early_stopping,length_penalty", [(False, 1.0), (True, 0.0), ("never", 2.0)])
 @pytest.mark.parametrize("model_name", ["plain", "eos-biased"])
 def test_one_beam_is_greedy_decoding(models, model_name, early_stopping, length_penalty):
@@ -303,151 +270,3 @@ def test_hypotheses_are_frozen():
     h = Hypothesis(tokens=[1], score=-1.0, logprob=-1.0, finish_reason="eos")
     with pytest.raises(AttributeError):
         h.score = 0.0
-
-
-# --- the `gpt2cli beam` command ---
-
-REPO = Path(__file__).resolve().parents[1]
-PROMPT = "Once upon a time"
-
-
-def cli_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GPT2CLI_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("COLUMNS", None)
-    return env | extra
-
-
-def run_cli(*args, stdin: str = "", **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "gpt2cli", "beam", *map(str, args)],
-        input=stdin.encode(), capture_output=True, env=cli_env(**env), cwd=REPO, timeout=60,
-    )
-
-
-def run_in_terminal(*args, **env) -> tuple[str, int]:
-    """Runs the beam command with stdout on a pseudo-terminal; its output ("\\r\\n" -> "\\n") and exit code."""
-    import pty
-
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: stdin, stdout and stderr are the terminal
-        os.chdir(REPO)
-        os.execve(sys.executable, [sys.executable, "-m", "gpt2cli", "beam", *map(str, args)], cli_env(**env))
-    chunks = []
-    while True:
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n"), os.waitstatus_to_exitcode(status)
-
-
-def expected_best_text(folder: Path, prompt: str, **kwargs) -> tuple[list[int], str]:
-    from gpt2cli.store.tokenizer import Tokenizer
-
-    model, tokenizer = load_model(folder), Tokenizer.from_folder(folder)
-    best = beam_search(model, tokenizer.encode(prompt), **kwargs)[0]
-    eos = model.config.eos_token_id
-    return best.tokens, tokenizer.decode([t for t in best.tokens if t != eos])
-
-
-def test_cli_piped_output_is_the_best_beam_text_only(folders):
-    folder = folders["eos-biased"]
-    tokens, text = expected_best_text(folder, PROMPT, num_beams=3, max_new_tokens=15, length_penalty=2.0)
-    result = run_cli("-m", folder, "-b", 3, "-n", 15, "--length-penalty", 2, PROMPT)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.decode("utf-8") == text
-    from_stdin = run_cli("-m", folder, "-b", 3, "-n", 15, "--length-penalty", 2, stdin=PROMPT + "\n")
-    assert from_stdin.stdout == result.stdout
-
-
-def test_cli_json_has_every_beam_best_first_and_the_comparisons(folders):
-    folder = folders["eos-biased"]
-    result = run_cli("-m", folder, "-b", 4, "-r", 3, "-n", 12, "--early-stopping", "never", "--json", PROMPT)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.decode().splitlines()
-    assert len(lines) == 1
-    doc = json.loads(lines[0])
-    assert set(doc) == {"prompt_tokens", "beams", "greedy", "sample"}
-    model = load_model(folder)
-    from gpt2cli.store.tokenizer import Tokenizer
-
-    prompt_ids = Tokenizer.from_folder(folder).encode(PROMPT)
-    assert doc["prompt_tokens"] == len(prompt_ids)
-    hyps = beam_search(model, prompt_ids, num_beams=4, num_return=3, max_new_tokens=12, early_stopping="never")
-    assert [b["tokens"] for b in doc["beams"]] == [h.tokens for h in hyps]
-    assert [b["score"] for b in doc["beams"]] == pytest.approx([h.score for h in hyps], abs=1e-6)
-    for entry in doc["beams"] + [doc["greedy"], doc["sample"]]:
-        assert set(entry) == {"text", "tokens", "score", "logprob", "finish_reason"}
-        assert isinstance(entry["text"], str) and entry["tokens"]
-        assert entry["finish_reason"] in ("eos", "length")
-        assert entry["score"] == pytest.approx(entry["logprob"] / len(entry["tokens"]), rel=1e-5)
-    assert doc["greedy"]["tokens"] == greedy(model, prompt_ids, 12)
-    again = json.loads(run_cli("-m", folder, "-b", 4, "-n", 12, "--json", "--no-compare", PROMPT).stdout)
-    assert set(again) == {"prompt_tokens", "beams"} and len(again["beams"]) == 4
-
-
-def test_cli_table_on_a_terminal_fits_the_width_with_one_row_per_decoding(folders):
-    folder = folders["plain"]
-    out, code = run_in_terminal("-m", folder, "-b", 3, "-n", 30, PROMPT, COLUMNS="60")
-    assert code == 0, out
-    lines = out.rstrip("\n").split("\n")
-    assert lines[0].startswith("prompt (") and PROMPT in lines[0]
-    assert out.count(PROMPT) == 1
-    assert all(display_width(line) <= 60 for line in lines), out
-    labels = [line.split()[0] + (" " + line.split()[1] if line.startswith("beam") else "") for line in lines
-              if line[:1].isalpha() and not line.startswith(("prompt", "decoding"))]
-    assert labels == ["greedy", "beam 1", "beam 2", "beam 3", "sample"]
-    assert any(line.startswith(" ") and line.strip() for line in lines[3:]), "30 tokens should wrap at 60 columns"
-    narrow, code = run_in_terminal("-m", folder, "-b", 2, "-n", 30, "--width", 40, "--no-compare", PROMPT)
-    assert code == 0 and all(display_width(line) <= 40 for line in narrow.split("\n")), narrow
-    assert "greedy" not in narrow and "beam 2" in narrow
-
-
-@pytest.mark.parametrize(
-    "args,option",
-    [
-        (["-b", "0"], "--beams"),
-        (["-b", "2", "-r", "3"], "--num-return"),
-        (["--early-stopping", "sometimes"], "--early-stopping"),
-        (["--no-repeat-ngram", "-1"], "--no-repeat-ngram"),
-        (["-n", "0"], "--max-tokens"),
-        (["-n", "500"], "--max-tokens"),  # past the context of 128: beam search does not slide
-        (["--width", "5"], "--width"),
-    ],
-)
-def test_cli_bad_values_exit_2_with_one_line(folders, args, option):
-    result = run_cli("-m", folders["plain"], *args, PROMPT)
-    assert result.returncode == 2
-    assert result.stdout == b""
-    message = result.stderr.decode()
-    assert message.count("\n") == 1 and option in message, message
-
-
-def test_render_beam_table_wraps_text_and_neutralises_control_characters():
-    rows = [
-        DecodingRow("greedy", -1.5, -1.5, "length", "one two three four five six seven eight nine ten"),
-        DecodingRow("beam 1", -0.25, -0.5, "eos", "line one\nline two\x1b[31mred\tdone"),
-        DecodingRow("sample", -12.0, -3.0, "eos", "寿司寿司寿司寿司寿司寿司寿司寿司寿司"),
-    ]
-    for width in (60, 44):  # text beside the numbers, then (too narrow for that) under them
-        table = render_beam_table("the prompt", 2, rows, width=width)
-        lines = table.rstrip("\n").split("\n")
-        assert lines[0] == "prompt (2 tokens): the prompt"
-        assert all(display_width(line) <= width for line in lines), table
-        assert all(line == line.rstrip() for line in lines), table
-        assert "\x1b" not in table and "\\x1b[31mred" in table and "\t" not in table
-        assert [line.split()[0] for line in lines if line.startswith(("greedy", "beam", "sample"))] == [
-            "greedy", "beam", "sample",
-        ]
-        assert "-0.250" in table and "-0.500" in table
-        assert " ".join(" ".join(lines).split()).count("one two three four five six seven eight nine ten") == 1
-    assert "<|endoftext|>" in render_beam_table("", 1, rows, width=80).split("\n")[0]
-    assert wrap_text("a " * 10, 5) == ["a a a", "a a a", "a a a", "a"]
-    assert wrap_text("abcdefgh", 3) == ["abc", "def", "gh"]
-    assert wrap_text("x\n\ny", 10) == ["x", "", "y"]

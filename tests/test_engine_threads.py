@@ -1,5 +1,5 @@
-"""The engine's threads: split() really runs parts at once, BLAS is held to one thread meanwhile,
-and a prompt's forward pass gives the same numbers split as on one thread."""
+"""The engine's threads (engine/threads.py): split() really runs parts at once, BLAS is held to one
+thread meanwhile, and a prompt's forward pass gives the same numbers split as on one thread."""
 
 from __future__ import annotations
 

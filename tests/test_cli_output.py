@@ -1,13 +1,9 @@
-"""Progress for long prefills: drawn on stderr only when slow, erased when done, fed by the engine."""
+"""The command's output (cli/output.py): the progress line of a long prefill, drawn on stderr only when
+slow and erased when done, and JSON lines that never carry NaN or Infinity."""
 
 from __future__ import annotations
 
-import numpy as np
-
 from gpt2cli.cli.output import ProgressLine
-from gpt2cli.decoding.generate import generate
-from gpt2cli.decoding.sampling import Sampler, SamplingOptions
-from gpt2cli.session import load_model
 
 
 def test_progress_line_draws_layers_and_erases_itself(capsys):
@@ -25,18 +21,6 @@ def test_progress_line_stays_silent_for_quick_work(capsys):
     for done in range(1, 13):
         line(done, 12)
     assert capsys.readouterr().err == ""
-
-
-def test_the_engine_reports_each_layer_of_a_prefill(tiny_model):
-    model = load_model(tiny_model)
-    calls = []
-    steps = generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3, prefill_progress=lambda d, t: calls.append((d, t)))
-    tokens = [int(s.tokens[0]) for s in steps]
-    n = model.config.n_layer
-    assert calls == [(i, n) for i in range(1, n + 1)]  # the prefill only, not the decode steps
-    plain = [int(s.tokens[0]) for s in generate(model, [1, 2, 3], Sampler(SamplingOptions(0.0, 0, 1.0)), 3)]
-    assert tokens == plain
-    assert np.isfinite(model.forward(np.array([[1]]), model.new_cache(1), progress=lambda d, t: None)).all()
 
 
 def test_json_lines_never_carry_nan_or_infinity():

@@ -1,4 +1,5 @@
-"""Tokenizer: ids identical to transformers' GPT-2 tokenizer; streaming never breaks a character."""
+"""The tokenizer (store/tokenizer.py, decoding/text.py): ids identical to transformers' GPT-2
+tokenizer; streaming never breaks a character."""
 
 from __future__ import annotations
 
