@@ -22,7 +22,7 @@ from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
-from gpt2cli.errors import CheckpointError, ModelNotFoundError, OptionError, UsageError
+from gpt2cli.errors import CheckpointError, InvalidValue, ModelNotFoundError, OptionError, UsageError
 from gpt2cli.store.checkpoint import load_weights
 from gpt2cli.store.config import read_config
 from gpt2cli.store.layout import CONFIG_FILE
@@ -283,6 +283,40 @@ class Session:
         shown = tokens[:-1] if tokens and tokens[-1] == self.eos else tokens
         return Compared(strategy, self.tokenizer.decode(shown), tokens, self.token_logprobs(ids, tokens), reason)
 
+    def check_stride(self, stride: int) -> int:
+        """Raises InvalidValue unless 1 <= stride <= the context; returns the context."""
+        n_ctx = self.model.config.n_positions
+        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= n_ctx:
+            raise InvalidValue("stride", f"must be an integer from 1 to the model's context ({n_ctx})", stride)
+        return n_ctx
+
+    def score_strided(self, ids: list[int], stride: int, progress: Progress | None = None) -> Scored:
+        """Scores a text of any length with transformers' sliding-window recipe ("Perplexity of
+        fixed-length models"), on <|endoftext|> + ids: windows of the context's length start every
+        `stride` tokens, and each window scores only the tokens no earlier window scored, so every
+        token is scored once, with at least n_ctx - stride tokens of history where the text has them."""
+        n_ctx = self.check_stride(stride)
+        if not ids:
+            raise UsageError("nothing to score: the text is empty")
+        x = np.asarray([self.tokenizer.eot] + ids)  # [T+1]
+        logprobs = np.full(len(ids), np.nan, np.float32)  # [T]: logprobs[j - 1] is x[j]'s
+        begin, scored, windows = 0, 1, -(-max(len(x) - n_ctx, 0) // stride) + 1
+        for window in range(windows):
+            end = min(begin + n_ctx, len(x))
+            h = self.model.hidden_states(x[None, begin:end], self.model.new_cache(1, end - begin))[0]  # [w, n_embd]
+            # The positions no earlier window scored; a window's first token has no history in it (only
+            # with stride == n_ctx), so, as in the recipe, it stays unscored (NaN).
+            targets = np.arange(max(scored, begin + 1), end)
+            lp = log_softmax(check_logits(self.model.logits(h[targets - begin - 1])))  # [n, V]
+            logprobs[targets - 1] = lp[np.arange(len(targets)), x[targets]]
+            scored = end
+            if progress is not None:
+                progress(window + 1, windows)
+            begin += stride
+        counted = ~np.isnan(logprobs)
+        total = float(logprobs[counted].sum(dtype=np.float64))
+        return Scored(ids, logprobs, total, _perplexity(total, int(counted.sum())))
+
     def _decoded(self, tokens: list[int], score: float, logprob: float, finish_reason: str) -> Decoded:
         shown = tokens[:-1] if tokens and tokens[-1] == self.eos else tokens
         return Decoded(self.tokenizer.decode(shown), tokens, score, logprob, finish_reason)
@@ -305,6 +339,13 @@ def completion_record(row: Completion, prompt_tokens: int) -> dict:
 def score_record(s: Scored) -> dict:
     """What `score --json` and `batch --score` print."""
     return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
+
+
+def _perplexity(total: float, n: int) -> float:
+    try:
+        return math.exp(-total / n)
+    except OverflowError:  # a model so sure and so wrong that the perplexity is beyond float
+        return math.inf
 
 
 class Generation:

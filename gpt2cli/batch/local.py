@@ -42,6 +42,7 @@ def run_records(
     defaults: Request,
     seed: int,
     score: bool = False,
+    stride: int | None = None,
     ordered: bool = False,
     allow_special: bool = False,
     on_record: Callable[[Tally], None] = lambda tally: None,
@@ -56,7 +57,7 @@ def run_records(
         if item.key in output.done:
             tally.skipped += 1
             continue
-        result = _one(session, item, defaults, seed, score, allow_special)
+        result = _one(session, item, defaults, seed, score, stride, allow_special)
         if "error" in result:
             tally.failed += 1
         else:
@@ -67,13 +68,16 @@ def run_records(
     return tally
 
 
-def _one(session: Session, item: Record | BadRecord, defaults: Request, seed: int, score: bool, allow_special: bool) -> dict:
+def _one(
+    session: Session, item: Record | BadRecord, defaults: Request, seed: int, score: bool, stride: int | None, allow_special: bool
+) -> dict:
     """One record's result line: {"id", ...what generate/score --json print} or {"id", "error"}."""
     if isinstance(item, BadRecord):
         return {"id": item.id, "error": item.error}
     try:
         if score:
-            return {"id": item.id, **score_record(session.score(session.tokenizer.encode(item.text, allow_special=allow_special)))}
+            ids = session.tokenizer.encode(item.text, allow_special=allow_special)
+            return {"id": item.id, **score_record(session.score(ids) if stride is None else session.score_strided(ids, stride))}
         request = request_for(item, defaults, seed).check()
         ids = session.prompt_ids(item.text, allow_special)
         run = session.run(ids, request, logprobs=True)

@@ -146,11 +146,20 @@ def generate(
 @app.command(
     epilog="Examples:\n\n"
     "  gpt2cli score \"The cat sat on the mat.\"\n\n"
-    "  cat essay.txt | gpt2cli score --json | jq .perplexity",
+    "  cat essay.txt | gpt2cli score --json | jq .perplexity\n\n"
+    "  gpt2cli score --stride 512 --json < book.txt | jq .perplexity",
 )
 def score(
     text: TextArg = None,
     model: ModelOpt = "gpt2",
+    stride: Annotated[
+        Optional[int],
+        typer.Option(
+            "--stride",
+            help="Score text of any length: windows of the context's length every STRIDE tokens, each token scored "
+            "once with at least context - STRIDE tokens before it (transformers' sliding-window perplexity).",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
     revision: RevisionOpt = None,
@@ -160,7 +169,12 @@ def score(
     """Per-token log-probabilities of TEXT, with <|endoftext|> prepended as context."""
     body = read_prompt(text)
     session = open_session(model, revision, weights_dir, offline)
-    scored = session.score(session.tokenizer.encode(body, allow_special=allow_special), prefill_progress("scoring"))
+    ids = session.tokenizer.encode(body, allow_special=allow_special)
+    if stride is None:
+        scored = session.score(ids, prefill_progress("scoring"))
+    else:
+        windows = ProgressLine("scoring", unit="window") if stderr_is_tty() else None
+        scored = session.score_strided(ids, stride, windows)
     out = Writer()
     if json_out:
         out.json_line(render.score_record(scored))
@@ -363,6 +377,7 @@ def batch(
     ] = None,
     lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
     score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
+    stride: Annotated[Optional[int], typer.Option("--stride", help="With --score: as score's --stride.")] = None,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (they already are: records run in order).")] = False,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
@@ -399,15 +414,20 @@ def batch(
         max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, tuple(stop or ()), ignore_eos, 1,
         on_overflow,
     ).check()  # fmt: skip
+    if stride is not None and not score_texts:
+        raise UsageError("--stride goes with --score (it says how long texts are scored); add --score or drop --stride")
     stream = _open_input(source)
     writer = Writer()
     out = Output(output, writer.write)
     session = open_session(model, revision, weights_dir, offline)
+    if stride is not None:
+        session.check_stride(stride)
     progress = _batch_progress() if stderr_is_tty() else (lambda tally: None)
     try:
         tally = run_records(
             session, read_records(stream, lines=lines, field="text" if score_texts else "prompt"), out,
-            defaults=defaults, seed=seed, score=score_texts, allow_special=allow_special, on_record=progress,
+            defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special,
+            on_record=progress,
         )  # fmt: skip
     finally:
         out.close()

@@ -34,6 +34,7 @@ FLAGS = {
     "penalty_alpha": "--penalty-alpha",
     "strategy": "--strategy",
     "seed": "--seed",
+    "stride": "--stride",
     "num_groups": "--groups",
     "diversity_penalty": "--diversity-penalty",
 }
