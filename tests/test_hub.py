@@ -201,8 +201,10 @@ def test_damaged_download_is_fetched_again(fake_hub, sources, weights):
     folder = resolve.resolve_model("gpt2", weights_dir=weights)
     with open(folder / "model.safetensors", "r+b") as f:
         f.truncate(100)
-    assert not hub.is_downloaded(folder)
-    resolve.resolve_model("gpt2", weights_dir=weights)
+    notes = []  # a changed folder is never replaced unasked (issue 12 item 1): a note, then --force
+    assert resolve.resolve_model("gpt2", weights_dir=weights, warn=notes.append) == folder
+    assert "model.safetensors" in notes[0] and (folder / "model.safetensors").stat().st_size == 100
+    resolve.download_model("gpt2", weights_dir=weights, force=True)
     assert (folder / "model.safetensors").read_bytes() == (sources.tiny / "model.safetensors").read_bytes()
 
 
@@ -292,15 +294,15 @@ def test_unreachable_hub_says_to_use_a_folder_or_offline(fake_hub, weights):
 
 
 def test_disk_full_is_a_download_error_and_frees_the_partial_download(fake_hub, sources, weights, monkeypatch):
-    import huggingface_hub
+    from gpt2cli.store import download
 
     fake_hub.add_repo(GPT2, sources.tiny)
 
-    def full_disk(*args, **kwargs):
-        (Path(kwargs["local_dir"]) / "config.json").write_text("{}")
+    def full_disk(url, headers, remote, staging, *args):
+        (Path(staging) / "config.json").write_text("{}")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", full_disk)
+    monkeypatch.setattr(download, "fetch_file", full_disk)  # gpt2cli fetches each file itself
     with pytest.raises(DownloadError, match="disk full.*--weights-dir"):
         resolve.resolve_model("gpt2", weights_dir=weights)
     assert _staging_folders(weights) == []
@@ -448,11 +450,12 @@ def test_list_models_shows_aliases_and_downloaded_models(fake_hub, sources, weig
     fake_hub.add_repo("someone/sharded", sources.sharded, revision="v2")
     resolve.resolve_model("gpt2", weights_dir=weights)
     resolve.resolve_model("someone/sharded", revision="v2", weights_dir=weights)
-    (weights / ".tmp-someone--partial").mkdir()  # an interrupted download is not a model
+    (weights / ".tmp-someone--partial").mkdir()  # an interrupted download is not a model, but is listed
     fake_hub.reset_requests()
 
     entries = {e.name: e for e in hub.list_models(weights)}
-    assert list(entries) == [*hub.ALIASES, "someone/sharded@v2"]
+    assert list(entries) == [*hub.ALIASES, "someone/partial", "someone/sharded@v2"]
+    assert not entries["someone/partial"].downloaded and entries["someone/partial"].state == "partial"
     gpt2 = entries["gpt2"]
     assert gpt2.downloaded and gpt2.repo_id == GPT2 and gpt2.folder == weights / "openai-community--gpt2"
     assert gpt2.size_bytes == sum(p.stat().st_size for p in gpt2.folder.iterdir())
