@@ -180,6 +180,8 @@ INVALID_VALUES = [
     (["download", "not a repo!"], "not a repo!", "owner/name"),
     (["models", "--weights-dir"], "--weights-dir", "argument"),
     (["models", "--bogus"], "--bogus", "option"),
+    (["rm"], "model", "argument"),
+    (["rm", "gpt2", "-y", "--weights-dir", ""], "--weights-dir", "empty"),
 ]
 
 

@@ -91,7 +91,7 @@ def read_config(path: Path) -> GPT2Config:
         reason = getattr(e, "strerror", None) or str(e)
         raise CheckpointError(f"{path}: cannot read config.json ({reason}); {fix}") from None
     except (ValueError, RecursionError) as e:  # bad JSON, nesting too deep, an integer too long to parse
-        raise CheckpointError(f"{path}: config.json is not valid JSON ({str(e)[:80]}); {fix}") from None
+        raise CheckpointError(f"{path}: cannot read config.json (not valid JSON: {str(e)[:80]}); {fix}") from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{path}: config.json is not a JSON object; {fix}")
     own = fix.startswith("fix")
