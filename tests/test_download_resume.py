@@ -171,3 +171,11 @@ def test_finished_folder_marker_lists_verified_files(fake_hub, tiny_model, weigh
     marker = json.loads((folder / layout.MARKER).read_text())
     assert marker["holds"] == "model" and _leftovers(weights) == []
     assert sorted(os.listdir(folder)) == sorted([*marker["files"], layout.MARKER])
+
+
+def test_a_local_write_error_is_named_not_retried(fake_hub, tiny_model, weights):  # noqa: F811
+    staging = _interrupted(fake_hub, tiny_model, weights)
+    (staging / "model.safetensors.part").unlink()
+    (staging / "model.safetensors.part").mkdir()  # in the way of the resumed weights, on every run
+    line = assert_one_error_line(cli_runner(weights)("download", "gpt2"), 4)
+    assert "model.safetensors.part" in line and "again" not in line

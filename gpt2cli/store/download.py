@@ -330,6 +330,14 @@ def _convert_error(e: Exception, ref: HubRef, root: Path) -> GPT2CLIError:
         return DownloadError(
             f"cannot write to {root} ({e.strerror}); choose another folder with --weights-dir or GPT2CLI_WEIGHTS"
         )
+    local = isinstance(e, OSError) and not isinstance(e, (ConnectionError, hf["HfHubHTTPError"]))
+    if local and e.errno is not None:
+        # A local file-system problem repeats on every run: name it instead of advising a retry.
+        where = e.filename or root
+        return DownloadError(
+            f"cannot write {where} ({e.strerror}); fix or remove it, or choose another weights folder with "
+            "--weights-dir or GPT2CLI_WEIGHTS"
+        )
     connect_errors, transport_errors = _network_errors()
     if isinstance(e, (*connect_errors, hf["OfflineModeIsEnabled"], hf["LocalEntryNotFoundError"])):
         return DownloadError(

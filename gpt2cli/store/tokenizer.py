@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
@@ -89,10 +90,8 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
 def _is_file(path: Path) -> bool:
     """Path.is_file, except that a folder we may not read is an error that says so (not "missing")."""
     try:
-        return path.stat().st_mode & 0o170000 == 0o100000
-    except FileNotFoundError:
-        return False
-    except NotADirectoryError:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
         return False
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read it ({e.strerror}); fix the folder's permissions") from None
