@@ -25,7 +25,7 @@ from gpt2cli.engine.model import GPT2Model, Progress
 from gpt2cli.errors import CheckpointError, InvalidValue, ModelNotFoundError, OptionError, UsageError
 from gpt2cli.store.checkpoint import load_weights
 from gpt2cli.store.config import read_config
-from gpt2cli.store.layout import CONFIG_FILE
+from gpt2cli.store.layout import CONFIG_FILE, check_readable, remedy
 from gpt2cli.store.tokenizer import Tokenizer
 
 
@@ -34,6 +34,7 @@ def load_model(folder: Path) -> GPT2Model:
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFoundError(f"{folder}: no such model folder; pass --model a GPT-2 model folder")
+    check_readable(folder)
     if not (folder / CONFIG_FILE).is_file():
         raise ModelNotFoundError(
             f"{folder}: no config.json, so this is not a model folder; pass --model a GPT-2 model folder"
@@ -151,7 +152,7 @@ class Session:
         if tokenizer.n_vocab > model.config.vocab_size:
             raise CheckpointError(
                 f"{folder}: the tokenizer has {tokenizer.n_vocab} tokens but config.json's vocab_size is "
-                f"{model.config.vocab_size}; the tokenizer files do not belong to these weights: re-download the model"
+                f"{model.config.vocab_size}; the tokenizer files do not belong to these weights: {remedy(folder)}"
             )
         return cls(model, tokenizer)
 

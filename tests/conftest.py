@@ -102,3 +102,14 @@ def _point_huggingface_hub_at(url: str, monkeypatch) -> None:
 @pytest.fixture
 def weights(tmp_path) -> Path:
     return tmp_path / "weights"
+
+
+@pytest.fixture
+def cli(fake_hub, weights):
+    """Runs the installed gpt2cli against the fake Hub, online, with `weights` as the weights folder."""
+    from tests.support.cli import run
+
+    def gpt2cli(*args, stdin: bytes | str = b"", **env):
+        return run(*args, stdin=stdin, env={"HF_HUB_OFFLINE": "", "GPT2CLI_WEIGHTS": str(weights), **env}, cwd=weights.parent)
+
+    return gpt2cli

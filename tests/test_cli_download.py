@@ -8,19 +8,8 @@ import json
 import pytest
 
 from gpt2cli.store import hub
-from tests.support.cli import run
 
 GPT2 = "openai-community/gpt2"
-
-
-@pytest.fixture
-def cli(fake_hub, weights):
-    """Runs the installed gpt2cli against the fake Hub, online, with `weights` as the weights folder."""
-
-    def gpt2cli(*args, **env):
-        return run(*args, env={"HF_HUB_OFFLINE": "", "GPT2CLI_WEIGHTS": str(weights), **env}, cwd=weights.parent)
-
-    return gpt2cli
 
 
 def test_cli_download_prints_the_folder_and_models_lists_it(cli, fake_hub, sources, weights):

@@ -53,6 +53,8 @@ INVALID_VALUES = [
     (["download", "not a repo!"], "not a repo!", "owner/name"),
     (["models", "--weights-dir"], "--weights-dir", "argument"),
     (["models", "--bogus"], "--bogus", "option"),
+    (["rm"], "model", "argument"),
+    (["rm", "gpt2", "-y", "--weights-dir", ""], "--weights-dir", "empty"),
     (["compare", "-s", "nucleus"], "--strategy", "one of"),
     (["compare", "-s", "top-p:p=2"], "--strategy", "(0, 1]"),
     (["compare", "-n", "0"], "--max-tokens", "1"),

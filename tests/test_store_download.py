@@ -109,8 +109,10 @@ def test_damaged_download_is_fetched_again(fake_hub, sources, weights):
     folder = resolve.resolve_model("gpt2", weights_dir=weights)
     with open(folder / "model.safetensors", "r+b") as f:
         f.truncate(100)
-    assert not hub.is_downloaded(folder)
-    resolve.resolve_model("gpt2", weights_dir=weights)
+    notes = []  # a changed folder is never replaced unasked (issue 12 item 1): a note, then --force
+    assert resolve.resolve_model("gpt2", weights_dir=weights, warn=notes.append) == folder
+    assert "model.safetensors" in notes[0] and (folder / "model.safetensors").stat().st_size == 100
+    resolve.download_model("gpt2", weights_dir=weights, force=True)
     assert (folder / "model.safetensors").read_bytes() == (sources.tiny / "model.safetensors").read_bytes()
 
 
@@ -147,15 +149,15 @@ def test_pickle_only_repo_is_refused_before_any_download(fake_hub, sources, weig
 
 
 def test_disk_full_is_a_download_error_and_frees_the_partial_download(fake_hub, sources, weights, monkeypatch):
-    import huggingface_hub
+    from gpt2cli.store import download
 
     fake_hub.add_repo(GPT2, sources.tiny)
 
-    def full_disk(*args, **kwargs):
-        (Path(kwargs["local_dir"]) / "config.json").write_text("{}")
+    def full_disk(url, headers, remote, staging, *args):
+        (Path(staging) / "config.json").write_text("{}")
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", full_disk)
+    monkeypatch.setattr(download, "fetch_file", full_disk)  # gpt2cli fetches each file itself
     with pytest.raises(DownloadError, match="disk full.*--weights-dir"):
         resolve.resolve_model("gpt2", weights_dir=weights)
     assert _staging_folders(weights) == []

@@ -141,11 +141,12 @@ def test_list_models_shows_aliases_and_downloaded_models(fake_hub, sources, weig
     fake_hub.add_repo("someone/sharded", sources.sharded, revision="v2")
     resolve.resolve_model("gpt2", weights_dir=weights)
     resolve.resolve_model("someone/sharded", revision="v2", weights_dir=weights)
-    (weights / ".tmp-someone--partial").mkdir()  # an interrupted download is not a model
+    (weights / ".tmp-someone--partial").mkdir()  # an interrupted download is not a model, but is listed
     fake_hub.reset_requests()
 
     entries = {e.name: e for e in hub.list_models(weights)}
-    assert list(entries) == [*hub.ALIASES, "someone/sharded@v2"]
+    assert list(entries) == [*hub.ALIASES, "someone/partial", "someone/sharded@v2"]
+    assert not entries["someone/partial"].downloaded and entries["someone/partial"].state == "partial"
     gpt2 = entries["gpt2"]
     assert gpt2.downloaded and gpt2.repo_id == GPT2 and gpt2.folder == weights / "openai-community--gpt2"
     assert gpt2.size_bytes == sum(p.stat().st_size for p in gpt2.folder.iterdir())

@@ -32,11 +32,18 @@ app = typer.Typer(
 )
 
 
-def model_folder(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool) -> Path:
-    """The model's folder on disk, downloading it on first use (progress bars only on a terminal)."""
+def model_folder(
+    model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool, tokenizer_only: bool = False
+) -> Path:
+    """The model's folder on disk, downloading it on first use (progress bars only on a terminal);
+    `tokenizer_only`: a model not on disk brings only its tokenizer files."""
+    from gpt2cli.store.layout import TOKENIZER_ONLY, WHOLE_MODEL
     from gpt2cli.store.resolve import resolve_model
 
-    return resolve_model(model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty())
+    return resolve_model(
+        model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty(),
+        need=TOKENIZER_ONLY if tokenizer_only else WHOLE_MODEL, warn=note,
+    )  # fmt: skip
 
 
 def open_session(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool):
@@ -199,7 +206,7 @@ def tokenize(
     from gpt2cli.store.tokenizer import Tokenizer
 
     body = read_prompt(text)
-    tokenizer = Tokenizer.from_folder(model_folder(model, revision, weights_dir, offline))
+    tokenizer = Tokenizer.from_folder(model_folder(model, revision, weights_dir, offline, tokenizer_only=True))
     ids = tokenizer.encode(body, allow_special=allow_special)
     out = Writer()
     if json_out:
@@ -484,13 +491,20 @@ def download(
     ],
     revision: RevisionOpt = None,
     weights_dir: WeightsDirOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Download again even if the model is already on disk.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Download again even if the model is on disk (restores files you edited, keeps files you added)."
+        ),
+    ] = False,
 ) -> None:
     """Download a model's config, tokenizer and safetensors weights from the Hub; print its folder."""
     from gpt2cli.store.hub import folder_size
     from gpt2cli.store.resolve import download_model
 
-    done = download_model(model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty())
+    done = download_model(
+        model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty(), warn=note
+    )
     if done.fetched:
         note(f"downloaded {model} ({render.human_size(folder_size(done.folder))})")
     else:
@@ -518,3 +532,33 @@ def models(weights_dir: WeightsDirOpt = None, json_out: JsonOpt = False) -> None
     else:
         out.write(render.models_table(entries))
     out.end()
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  gpt2cli rm gpt2-medium\n\n"
+    "  gpt2cli rm someone/tiny-gpt2 --revision v1 -y",
+)
+def rm(
+    model: Annotated[str, typer.Argument(help="A downloaded model: name or Hub repo owner/name.")],
+    revision: RevisionOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a downloaded model (or its partial download): only the files gpt2cli downloaded; files you
+    added stay, and folders gpt2cli did not make are never touched."""
+    import sys
+
+    from gpt2cli.store.remove import plan_removal, remove
+
+    plan = plan_removal(model, revision=revision, weights_dir=weights_dir)
+    what = render.removal_summary(plan)
+    if not yes:
+        if not (sys.stdin is not None and sys.stdin.isatty()):
+            raise UsageError(f"would delete {what}; pass -y (--yes) to confirm when stdin is not a terminal")
+        if not typer.confirm(f"Delete {what}?", default=False, err=True):
+            note("nothing removed")
+            raise typer.Exit(1)
+    remove(plan)
+    kept = f"; kept your files in {plan.folder}: {', '.join(plan.kept)}" if plan.kept else ""
+    note(f"removed {what}{kept}")

@@ -76,9 +76,18 @@ ModelOpt = Annotated[
     ),
 ]  # fmt: skip
 RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit to use.")]
+def _weights_dir(value: str | Path) -> Path:
+    """An empty --weights-dir would silently mean the current folder (and litter it with .locks/)."""
+    if isinstance(value, str) and not value.strip():
+        raise typer.BadParameter("must not be empty: give a folder, or leave the option out")
+    return Path(value)
+
+
 WeightsDirOpt = Annotated[
     Optional[Path],
-    typer.Option("--weights-dir", envvar="GPT2CLI_WEIGHTS", help="Folder holding downloaded models."),
+    typer.Option(
+        "--weights-dir", envvar="GPT2CLI_WEIGHTS", parser=_weights_dir, help="Folder holding downloaded models."
+    ),
 ]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1).")]
 PromptArg = Annotated[

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from gpt2cli.decoding.text import Completion
     from gpt2cli.session import Compared, Decoded, Scored
     from gpt2cli.store.hub import ModelEntry
+    from gpt2cli.store.remove import Plan
     from gpt2cli.store.tokenizer import Tokenizer
 
 
@@ -234,7 +235,8 @@ def tokens_record(ids: list[int], tokenizer: "Tokenizer") -> dict:
 def model_record(e: "ModelEntry") -> dict:
     return {
         "name": e.name, "repo_id": e.repo_id, "revision": e.revision, "commit": e.commit,
-        "downloaded": e.downloaded, "size_bytes": e.size_bytes, "folder": str(e.folder),
+        "downloaded": e.downloaded, "state": e.state, "size_bytes": e.size_bytes,
+        "partial_bytes": e.partial_bytes, "folder": str(e.folder),
     }  # fmt: skip
 
 
@@ -243,8 +245,19 @@ def models_table(entries: list["ModelEntry"]) -> str:
     rows = [f"{'NAME':<{width}}  {'DOWNLOADED':<10}  {'SIZE':>9}  FOLDER"]
     for e in entries:
         size = human_size(e.size_bytes) if e.size_bytes else "-"
-        rows.append(f"{e.name:<{width}}  {'yes' if e.downloaded else 'no':<10}  {size:>9}  {e.folder}")
+        state = e.state + ("+partial" if e.partial_bytes and e.state != "partial" else "")
+        rows.append(f"{e.name:<{width}}  {state:<10}  {size:>9}  {e.folder}")
     return "\n".join(rows) + "\n"
+
+
+def removal_summary(plan: "Plan") -> str:
+    """`gpt2cli rm`'s description of what it deletes."""
+    parts = []
+    if plan.files:
+        parts.append(f"{plan.name} in {plan.folder}")
+    if plan.staging is not None:
+        parts.append(f"the partial download {plan.staging}")
+    return " and ".join(parts) + f" ({human_size(plan.size_bytes)})"
 
 
 def human_size(n: float) -> str:

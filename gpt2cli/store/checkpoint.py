@@ -71,19 +71,16 @@ def weight_files(folder: Path) -> list[Path]:
         return [single]
     if index.is_file():
         try:
-            shards = sorted(set(json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise CheckpointError(f"{index}: unreadable shard index ({e}); re-download the model") from None
+            text = index.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{index}: cannot read the shard index ({_reason(e)}); {layout.remedy(folder)}") from None
         # The index may name only files beside it: never a path, never a file outside the folder.
-        strangers = [s for s in shards if not (isinstance(s, str) and layout.SHARD.fullmatch(s))]
-        if strangers:
-            raise CheckpointError(
-                f"{index}: names {strangers[0]!r}, which is not a shard file name (model-0000i-of-0000n.safetensors); "
-                "re-download the model"
-            )
+        shards = layout.shards_of_index(text, str(index), layout.remedy(folder))
         missing = [s for s in shards if not (folder / s).is_file()]
         if missing:
-            raise CheckpointError(f"{folder / missing[0]}: shard listed in {layout.SHARD_INDEX} is missing; re-download the model")
+            raise CheckpointError(
+                f"{folder / missing[0]}: shard listed in {layout.SHARD_INDEX} is missing; {layout.remedy(folder)}"
+            )
         return [folder / s for s in shards]
     try:
         names = set(os.listdir(folder))
@@ -93,17 +90,28 @@ def weight_files(folder: Path) -> list[Path]:
     raise ModelNotFoundError(f"{folder}: no {layout.SINGLE_WEIGHTS} here; pass --model a GPT-2 folder with safetensors weights")
 
 
+def _reason(e: BaseException) -> str:
+    return getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 def _read_header(path: Path) -> tuple[dict, int]:
     """The JSON header of a safetensors file and the offset where its data starts, validated."""
     from safetensors import SafetensorError, safe_open  # validates header layout and offsets
 
+    try:  # our own open first: a file we may not read is a permission problem, not a corrupt file
+        with open(path, "rb") as f:
+            f.read(1)
+    except OSError as e:
+        raise CheckpointError(
+            f"{path}: cannot read the weights ({_reason(e)}); fix the file's permissions, or pass --model another model"
+        ) from None
     try:
         with safe_open(str(path), framework="numpy"):
             pass
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(
-            f"{path}: not a valid safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-            "it may be truncated or corrupt: re-download the model"
+            f"{path}: not a valid safetensors file ({_reason(e)}); "
+            f"it may be truncated or corrupt: {layout.remedy(path.parent)}"
         ) from None
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
@@ -125,7 +133,7 @@ def _map_tensors(path: Path) -> dict[str, np.ndarray]:
                 continue
             raise CheckpointError(
                 f"{path}: tensor {name!r} has dtype {info['dtype']}, but GPT-2 weights must be F32, F16 or BF16; "
-                "re-download the model or re-export it in one of those"
+                f"{layout.remedy(path.parent)}, or re-export it in one of those"
             )
         array = data[start + begin : start + end].view(dtype).reshape(info["shape"])
         if info["dtype"] == "BF16":
@@ -137,36 +145,38 @@ def _map_tensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
-    """Maps the folder's safetensors into Weights, checking every expected tensor's presence and shape."""
+    """Maps the folder's safetensors into Weights, checking every expected tensor's presence and shape.
+
+    The headers are checked against config.json before anything sized by the config is built, so a
+    config claiming a million layers fails at once instead of allocating for them.
+    """
     found: dict[str, tuple[np.ndarray, Path]] = {}
     for path in weight_files(folder):
         for name, array in _map_tensors(path).items():
             found[name.removeprefix("transformer.")] = (array, path)
-    shapes = expected_shapes(cfg)
+    fix = f"the config contradicts the weights: {layout.remedy(folder)}"
     layer_of = {name: int(m.group(1)) for name in found if (m := _LAYER.match(name))}
     for name, layer in layer_of.items():
         if layer >= cfg.n_layer and not _IGNORED.match(name):
             raise CheckpointError(
-                f"{found[name][1]}: holds tensor {name!r} but config.json says n_layer={cfg.n_layer}; "
-                "the config contradicts the weights: re-download the model"
+                f"{found[name][1]}: holds tensor {name!r} but config.json says n_layer={cfg.n_layer}; {fix}"
             )
     where = ", ".join(sorted({str(p) for _, p in found.values()})) or str(folder)
     layers = set(layer_of.values())
-    if layers and max(layers) + 1 < cfg.n_layer:
+    if max(layers, default=-1) + 1 < cfg.n_layer:
         # Whole layers absent: say that the two disagree rather than name one missing tensor.
         raise CheckpointError(
-            f"{where}: holds {max(layers) + 1} layers but config.json says n_layer={cfg.n_layer}; "
-            "the config contradicts the weights: re-download the model"
+            f"{where}: holds {max(layers, default=-1) + 1} layers but config.json says n_layer={cfg.n_layer}; {fix}"
         )
+    shapes = expected_shapes(cfg)
     tensors = {}
     for name, shape in shapes.items():
         if name not in found:
-            raise CheckpointError(f"{where}: tensor {name!r} is missing; the checkpoint is incomplete: re-download it")
+            raise CheckpointError(f"{where}: tensor {name!r} is missing; the checkpoint is incomplete: {layout.remedy(folder)}")
         array, path = found[name]
         if tuple(array.shape) != shape:
             raise CheckpointError(
-                f"{path}: tensor {name!r} has shape {list(array.shape)}, config.json implies {list(shape)}; "
-                "the config contradicts the weights: re-download the model"
+                f"{path}: tensor {name!r} has shape {list(array.shape)}, config.json implies {list(shape)}; {fix}"
             )
         tensors[name] = array
     blocks = tuple(

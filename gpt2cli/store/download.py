@@ -13,7 +13,6 @@ import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
@@ -24,8 +23,11 @@ except ImportError:  # pragma: no cover
 
 from gpt2cli.errors import CheckpointError, DownloadError, GPT2CLIError, ModelNotFoundError, UsageError
 from gpt2cli.store import layout
-from gpt2cli.store.hub import ALIASES, HubRef, endpoint, read_marker
-from gpt2cli.store.layout import CONFIG_FILE, MARKER, SINGLE_WEIGHTS, TOKENIZER_FILES
+from gpt2cli.store.fetch import Remote, fetch_file, remote_files, run_interruptibly
+from gpt2cli.store.hub import ALIASES, HubRef, endpoint, read_marker, staging_folder
+from gpt2cli.store.layout import (
+    CONFIG_FILE, MARKER, SHARD_INDEX, SINGLE_WEIGHTS, TOKENIZER_FILES, TOKENIZER_ONLY, WHOLE_MODEL,
+)  # fmt: skip
 
 _STAGING_NOTE = ".gpt2cli-staging"  # the commit a staging folder is downloading, so resumes never mix commits
 _API_TIMEOUT = 10.0  # seconds to wait for the Hub's metadata answer: a black-holed network must not hang us
@@ -34,21 +36,22 @@ _API_TIMEOUT = 10.0  # seconds to wait for the Hub's metadata answer: a black-ho
 @dataclass(frozen=True)
 class _RepoInfo:
     commit: str
-    sizes: dict[str, int | None]  # every file of the repo at that commit -> its size if the Hub said
+    files: dict[str, Remote]  # every file of the repo at that commit -> its size and checksum if the Hub said
     model_type: str | None
 
 
-def download(ref: HubRef, folder: Path, *, force: bool, progress: bool) -> Path:
+def download(ref: HubRef, folder: Path, *, force: bool, progress: bool, holds: str = WHOLE_MODEL) -> Path:
     """Downloads into a hidden staging sibling, then renames it into place under a per-model lock.
 
-    The staging folder survives a failure so the next run resumes it; the final folder only ever
-    appears complete, with its marker, so an interrupted download never looks like a model.
+    `holds` is WHOLE_MODEL or TOKENIZER_ONLY (vocab.json and merges.txt, for `tokenize`). The staging
+    folder survives a failure or an interrupt so the next run resumes it; the final folder only ever
+    appears complete, with its marker. Files the user added to an existing folder are carried over.
     """
     root = folder.parent
     _make_root(root)
-    staging = root / f".tmp-{folder.name}"
-    with _hub_errors(ref, root), _model_lock(root, folder.name, ref, progress):
-        if not force and read_marker(folder) is not None:
+    staging = staging_folder(folder)
+    with _hub_errors(ref, root), model_lock(root, folder.name, ref, progress):
+        if not force and read_marker(folder, need=holds) is not None:
             return folder  # another process finished it while we waited for the lock
         if folder.exists() and not (folder / MARKER).exists():
             raise UsageError(
@@ -56,16 +59,18 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool) -> Path:
                 f"--model {folder}, or move it away to download {ref.display}"
             )
         info = _fetch_repo_info(ref)
-        files = _select_files(ref, info)
+        files = _select_files(ref, info, holds)
         try:
             _prepare_staging(staging, info.commit, fresh=force)
-            _snapshot(ref, info.commit, files, staging, progress)
-            _verify(ref, staging, files, info.sizes)
-            _finish(staging, ref, info.commit, files)
-            _replace_folder(staging, folder)
+            _fetch(ref, info, files, staging, progress)
+            _finish(staging, ref, info.commit, files, holds)
+            _replace_folder(staging, folder, force=force)
         except OSError as e:
             if e.errno == errno.ENOSPC:  # a resume would not save the space the partial files hold
                 shutil.rmtree(staging, ignore_errors=True)
+            raise
+        except CheckpointError:  # what was fetched is provably unusable (e.g. a hostile shard index)
+            shutil.rmtree(staging, ignore_errors=True)
             raise
     return folder
 
@@ -80,18 +85,34 @@ def _make_root(root: Path) -> None:
         ) from e
 
 
+def _in_the_way(path: Path) -> DownloadError:
+    return DownloadError(
+        f"{path} is in the way: gpt2cli needs a folder there and finds a file; move or delete it, "
+        "or choose another weights folder with --weights-dir or GPT2CLI_WEIGHTS"
+    )
+
+
 @contextmanager
-def _model_lock(root: Path, folder_name: str, ref: HubRef, progress: bool) -> Iterator[None]:
-    """An exclusive flock per model, so two processes downloading one model never interleave."""
+def model_lock(root: Path, folder_name: str, ref: HubRef, progress: bool, wait: bool = True) -> Iterator[None]:
+    """An exclusive flock per model, so two processes downloading (or removing) one model never interleave.
+    Without `wait`, a model locked by another process is a DownloadError."""
     locks = root / ".locks"
-    locks.mkdir(exist_ok=True)
-    with open(locks / f"{folder_name}.lock", "a+b") as handle:
+    try:
+        locks.mkdir(exist_ok=True)
+        handle = open(locks / f"{folder_name}.lock", "a+b")
+    except (FileExistsError, NotADirectoryError, IsADirectoryError):
+        raise _in_the_way(locks if not locks.is_dir() else locks / f"{folder_name}.lock") from None
+    with handle:
         if fcntl is None:
             yield
             return
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise DownloadError(
+                    f"another gpt2cli process is downloading {ref.display}; wait for it to finish, or stop it"
+                ) from None
             if progress:
                 print(f"gpt2cli: waiting for another process downloading {ref.display}", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
@@ -105,26 +126,31 @@ def _model_lock(root: Path, folder_name: str, ref: HubRef, progress: bool) -> It
 
 
 def _fetch_repo_info(ref: HubRef) -> _RepoInfo:
-    """One API call: the commit the revision points to, its file list with sizes, and its model type."""
+    """One API call: the commit the revision points to, its file list with sizes and checksums, its model type."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=endpoint(), library_name="gpt2cli")
     info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True, timeout=_API_TIMEOUT)
     if not info.sha:
         raise DownloadError(f"the Hub did not say which commit {ref.display} is at; try again later")
-    sizes = {s.rfilename: s.size for s in info.siblings or []}
     config = info.config if isinstance(info.config, dict) else {}
-    return _RepoInfo(commit=info.sha, sizes=sizes, model_type=config.get("model_type"))
+    return _RepoInfo(commit=info.sha, files=remote_files(info.siblings), model_type=config.get("model_type"))
 
 
-def _select_files(ref: HubRef, info: _RepoInfo) -> list[str]:
-    """The files to fetch: config, tokenizer, and safetensors weights (single file or all shards)."""
+def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> list[str]:
+    """The files to fetch: config, tokenizer, and safetensors weights (single file or all shards);
+    only the tokenizer's for TOKENIZER_ONLY."""
     where = f"{ref.repo_id} (commit {info.commit[:12]})"
     if info.model_type not in (None, "gpt2"):
         raise CheckpointError(
             f"{where} is a {info.model_type!r} model; gpt2cli runs GPT-2 architecture models only"
         )
-    names = set(info.sizes)
+    names = set(info.files)
+    if holds == TOKENIZER_ONLY:
+        missing = [f for f in TOKENIZER_FILES if f not in names]
+        if missing:
+            raise ModelNotFoundError(f"{where} lacks {', '.join(missing)}; pick another repo or --revision")
+        return list(TOKENIZER_FILES)
     weights = layout.weight_files(names, where)
     if not weights:
         layout.refuse_other_formats(names, where)
@@ -140,10 +166,12 @@ def _select_files(ref: HubRef, info: _RepoInfo) -> list[str]:
 
 def _prepare_staging(staging: Path, commit: str, *, fresh: bool) -> None:
     """Reuses a staging folder left by an interrupted run of the same commit; otherwise starts clean."""
+    if staging.exists() and not staging.is_dir():
+        raise _in_the_way(staging)
     note = staging / _STAGING_NOTE
     try:
         reusable = not fresh and note.read_text(encoding="utf-8") == commit
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         reusable = False
     if not reusable:
         shutil.rmtree(staging, ignore_errors=True)
@@ -151,86 +179,103 @@ def _prepare_staging(staging: Path, commit: str, *, fresh: bool) -> None:
         note.write_text(commit, encoding="utf-8")
 
 
-@lru_cache(maxsize=1)
-def _quiet_tqdm() -> type:
-    """A huggingface_hub tqdm that never draws, for runs whose stderr is not a terminal."""
-    from huggingface_hub.utils import tqdm as hf_tqdm
+def _fetch(ref: HubRef, info: _RepoInfo, files: list[str], staging: Path, progress: bool) -> None:
+    """Fetches exactly `files` of one commit into `staging`, each resumed and verified (fetch.py); the
+    shard index is checked before any shard it names is requested. Interruptible at any moment."""
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
 
-    class QuietTqdm(hf_tqdm):
-        def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
-            super().__init__(*args, **kwargs)
+    headers = build_hf_headers(library_name="gpt2cli")
 
-    return QuietTqdm
+    def work(stop) -> None:
+        for name in files:
+            if stop.is_set():
+                return
+            url = hf_hub_url(ref.repo_id, name, revision=info.commit, endpoint=endpoint())
+            with _progress_bar(name, info.files[name].size, progress) as bar:
+                fetch_file(url, headers, info.files[name], staging, stop, bar)
+            if name == SHARD_INDEX:
+                _check_index(ref, info, staging, files)
+
+    run_interruptibly(work)
 
 
-def _snapshot(ref: HubRef, commit: str, files: list[str], staging: Path, progress: bool) -> None:
-    """Fetches exactly `files` of one commit into `staging` (files already there are kept: a resume)."""
-    from huggingface_hub import snapshot_download
-
-    with _library_warnings(shown=progress):
-        snapshot_download(
-            ref.repo_id,
-            revision=commit,  # a commit hash: config, tokenizer and weights all come from one revision
-            local_dir=staging,
-            allow_patterns=files,
-            endpoint=endpoint(),
-            library_name="gpt2cli",
-            tqdm_class=None if progress else _quiet_tqdm(),
-            etag_timeout=_API_TIMEOUT,
-        )
+def _check_index(ref: HubRef, info: _RepoInfo, staging: Path, files: list[str]) -> None:
+    """A shard index may name only the shards beside it (never ../x, /etc/passwd): refused before a shard is fetched."""
+    where = f"{SHARD_INDEX} of {ref.repo_id} (commit {info.commit[:12]})"
+    try:
+        text = (staging / SHARD_INDEX).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    shards = layout.shards_of_index(text, where, "gpt2cli will not load it: pick another repo or --revision")
+    unlisted = [s for s in shards if s not in files]
+    if unlisted:
+        raise CheckpointError(f"{where}: names {unlisted[0]}, which the repo does not have; pick another repo or --revision")
 
 
 @contextmanager
-def _library_warnings(*, shown: bool) -> Iterator[None]:
-    """huggingface_hub logs retries ("Trying to resume download...") as warnings: useful beside progress
-    bars on a terminal, noise in a script, whose stderr gets our one-line error if the retries fail."""
-    import logging
-
-    logger = logging.getLogger("huggingface_hub")
-    level = logger.level
+def _progress_bar(name: str, size: int | None, shown: bool):
     if not shown:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
+        yield None
+        return
+    from huggingface_hub.utils import tqdm
+
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr) as bar:
+        yield bar
 
 
-def _verify(ref: HubRef, staging: Path, files: list[str], sizes: dict[str, int | None]) -> None:
-    """Every file is there with the size the Hub announced; huggingface_hub may return a partial folder
-    when the connection drops after listing, so we never trust its return alone."""
-    for name in files:
-        path = staging / name
-        expected = sizes.get(name)
-        if not path.is_file() or (expected is not None and path.stat().st_size != expected):
-            raise DownloadError(
-                f"download of {ref.display} is incomplete ({name} missing or truncated); "
-                "run the command again to resume it"
-            )
-
-
-def _finish(staging: Path, ref: HubRef, commit: str, files: list[str]) -> None:
+def _finish(staging: Path, ref: HubRef, commit: str, files: list[str], holds: str) -> None:
     """Drops download bookkeeping so the folder holds just the model, then marks it complete."""
-    shutil.rmtree(staging / ".cache", ignore_errors=True)  # huggingface_hub's local_dir metadata
+    for name in files:
+        if not (staging / name).is_file():  # fetch_file verified every file it brought: this is our bug
+            raise DownloadError(f"download of {ref.display} lost {name}; run the command again")
+    shutil.rmtree(staging / ".cache", ignore_errors=True)  # an older gpt2cli's huggingface_hub metadata
     (staging / _STAGING_NOTE).unlink(missing_ok=True)
-    _write_marker(staging, ref, commit, files)
+    _write_marker(staging, ref, commit, files, holds)
 
 
-def _replace_folder(staging: Path, folder: Path) -> None:
-    """Renames `staging` to `folder`; an old copy (a --force refresh) is moved aside first, then deleted."""
+def _replace_folder(staging: Path, folder: Path, *, force: bool) -> None:
+    """Renames `staging` to `folder`. An existing copy is moved aside first; what the user put in it is
+    carried into the new folder (files gpt2cli did not download always; files it downloaded and the
+    user changed unless `force`), and only then is the old copy deleted."""
     old = None
     if folder.exists():
         old = folder.with_name(f".old-{folder.name}-{os.urandom(4).hex()}")
         os.replace(folder, old)
     os.replace(staging, folder)
     if old is not None:
+        _carry_over(old, folder, force=force)  # on failure `old` is kept, with the user's files in it
         shutil.rmtree(old, ignore_errors=True)
 
-def _write_marker(folder: Path, ref: HubRef, commit: str, files: list[str]) -> None:
+
+def _carry_over(old: Path, new: Path, *, force: bool) -> None:
+    try:
+        listed = json.loads((old / MARKER).read_text(encoding="utf-8"))["files"]
+        listed = listed if isinstance(listed, dict) else {}
+    except (OSError, ValueError, RecursionError, KeyError, TypeError):
+        listed = {}
+    fresh = json.loads((new / MARKER).read_text(encoding="utf-8"))["files"]
+    for entry in old.iterdir():
+        name = entry.name
+        if name in (MARKER, MARKER + ".tmp"):
+            continue
+        if name in listed or name in fresh:  # a file gpt2cli downloads
+            unchanged = entry.is_file() and name in listed and entry.stat().st_size == listed[name]
+            if force or unchanged:
+                continue  # the new download's copy wins
+        try:
+            os.replace(entry, new / name)  # the user's file wins
+        except OSError:  # a folder where the download has a file (or the reverse): leave it in the old copy
+            raise DownloadError(
+                f"cannot carry {entry} into the new download of {new.name}; it is kept in {old}: move it yourself"
+            ) from None
+
+
+def _write_marker(folder: Path, ref: HubRef, commit: str, files: list[str], holds: str) -> None:
     """Written last, atomically: a folder with this marker is a finished download of one commit."""
     marker = {
         "repo_id": ref.repo_id,
+        "holds": holds,
         "revision": ref.revision,
         "commit": commit,
         "files": {f: (folder / f).stat().st_size for f in files},
@@ -284,6 +329,14 @@ def _convert_error(e: Exception, ref: HubRef, root: Path) -> GPT2CLIError:
     if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return DownloadError(
             f"cannot write to {root} ({e.strerror}); choose another folder with --weights-dir or GPT2CLI_WEIGHTS"
+        )
+    local = isinstance(e, OSError) and not isinstance(e, (ConnectionError, hf["HfHubHTTPError"]))
+    if local and e.errno is not None:
+        # A local file-system problem repeats on every run: name it instead of advising a retry.
+        where = e.filename or root
+        return DownloadError(
+            f"cannot write {where} ({e.strerror}); fix or remove it, or choose another weights folder with "
+            "--weights-dir or GPT2CLI_WEIGHTS"
         )
     connect_errors, transport_errors = _network_errors()
     if isinstance(e, (*connect_errors, hf["OfflineModeIsEnabled"], hf["LocalEntryNotFoundError"])):

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gpt2cli.errors import ModelNotFoundError, UsageError
-from gpt2cli.store.layout import MARKER
+from gpt2cli.store.layout import MARKER, TOKENIZER_ONLY, WHOLE_MODEL
 
 ALIASES: dict[str, str] = {
     "gpt2": "openai-community/gpt2",
@@ -36,9 +36,11 @@ class ModelEntry:
     repo_id: str
     folder: Path
     downloaded: bool
-    size_bytes: int
+    size_bytes: int  # the folder and any partial download of it
     revision: str | None = None
     commit: str | None = None
+    state: str = "no"  # "yes", "no", "tokenizer" (only the tokenizer files), "partial" (a download under way or interrupted)
+    partial_bytes: int = 0  # bytes in the hidden staging folder of an unfinished download
 
 
 @dataclass(frozen=True)
@@ -59,22 +61,40 @@ class HubRef:
         return f"{self.name}@{self.revision}" if self.pinned else self.name
 
 def list_models(weights_dir: Path | None = None) -> list[ModelEntry]:
-    """Every alias and every downloaded model, with its folder and size on disk; makes no request."""
+    """Every alias, every downloaded model and every partial download, with folder and size; makes no request."""
     root = weights_root(weights_dir)
     entries: list[ModelEntry] = []
-    alias_folders: set[Path] = set()
+    seen: set[Path] = set()
     for alias, repo_id in ALIASES.items():
         folder = model_folder(HubRef(alias, repo_id), root)
-        alias_folders.add(folder)
+        seen.add(folder)
         entries.append(_entry(alias, repo_id, folder))
     others = []
     for folder in _model_subfolders(root):
-        marker = read_marker(folder)
-        if marker is None or folder in alias_folders:
+        marker = read_marker(folder, need=TOKENIZER_ONLY)
+        if marker is None or folder in seen:
             continue
+        seen.add(folder)
         ref = HubRef(marker["repo_id"], marker["repo_id"], marker.get("revision"))
-        others.append(_entry(ref.display, ref.repo_id, folder, marker))
+        others.append(_entry(ref.display, ref.repo_id, folder))
+    for staging in _staging_subfolders(root):
+        folder = root / staging.name.removeprefix(STAGING_PREFIX)
+        if folder in seen:
+            continue
+        seen.add(folder)
+        owner, _, rest = folder.name.partition("--")
+        name, _, revision = rest.partition("@")
+        repo_id = f"{owner}/{name}"
+        others.append(_entry(f"{repo_id}@{revision}" if revision else repo_id, repo_id, folder))
     return entries + sorted(others, key=lambda e: e.name)
+
+
+STAGING_PREFIX = ".tmp-"
+
+
+def staging_folder(folder: Path) -> Path:
+    """The hidden sibling a download of `folder` is fetched into before it is renamed into place."""
+    return folder.parent / f"{STAGING_PREFIX}{folder.name}"
 
 
 def weights_root(weights_dir: Path | None = None) -> Path:
@@ -102,6 +122,9 @@ def parse_hub_name(name: str, revision: str | None = None) -> HubRef:
     if name in ALIASES:
         return HubRef(name, ALIASES[name], revision)
     if _looks_like_path(name):
+        path = _expand(name)
+        if path is not None and path.exists():
+            raise ModelNotFoundError(f"{name!r} is a file, not a model folder; pass --model PATH to a GPT-2 model folder")
         raise ModelNotFoundError(f"model folder {name!r} does not exist; pass --model PATH to a GPT-2 model folder")
     if _REPO_ID.fullmatch(name) and len(name) <= 96:
         return HubRef(name, name, revision)
@@ -119,19 +142,27 @@ def model_folder(ref: HubRef, weights_dir: Path | None = None) -> Path:
 
 
 def is_downloaded(folder: Path) -> bool:
-    """Whether `folder` holds a finished download (its marker is there and every file has its size)."""
+    """Whether `folder` holds a finished download of the whole model (its marker and every file it lists)."""
     return read_marker(Path(folder)) is not None
 
 def local_folder(name: str, revision: str | None) -> Path | None:
     """An existing directory named by `name`; a folder always wins over a Hub repo of the same name."""
     if not name.strip():
         raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
-    path = Path(name).expanduser()
-    if not path.is_dir():
+    path = _expand(name)
+    if path is None or not path.is_dir():
         return None
     if revision is not None:
         raise UsageError(f"--revision applies to Hub models, and {name!r} is a local folder; drop --revision")
     return path
+
+
+def _expand(name: str) -> Path | None:
+    """`name` as a path with ~ expanded; None when it names a home folder that does not exist (~nobody/x)."""
+    try:
+        return Path(name).expanduser()
+    except (RuntimeError, KeyError, ValueError):
+        return None
 
 
 def _looks_like_path(name: str) -> bool:
@@ -178,31 +209,69 @@ def endpoint() -> str | None:
     """$HF_ENDPOINT read at call time (huggingface_hub reads it once, at import)."""
     return os.environ.get("HF_ENDPOINT", "").rstrip("/") or None
 
-def read_marker(folder: Path) -> dict | None:
-    """The completeness marker of `folder` if it is there and every file it lists has its recorded size."""
+def read_marker(folder: Path, need: str = WHOLE_MODEL) -> dict | None:
+    """The marker of a finished download in `folder`, if it is there, well formed, every file it lists
+    is present, and it holds `need` (WHOLE_MODEL; or TOKENIZER_ONLY, which a whole model also satisfies).
+
+    A listed file whose size changed (the user edited config.json) still counts as present: gpt2cli
+    never replaces a folder the user changed unless asked (`download --force`); see changed_files().
+    """
     try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-        files = marker["files"]
-        for rel, size in files.items():
-            if (folder / rel).stat().st_size != size:
-                return None
-        if not isinstance(marker["repo_id"], str):
+        path = Path(folder) / MARKER
+        if path.stat().st_size > _MAX_MARKER:
             return None
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        marker = json.loads(path.read_text(encoding="utf-8"))
+        files, holds = marker["files"], marker.get("holds", WHOLE_MODEL)
+        if not isinstance(marker["repo_id"], str) or not isinstance(files, dict) or holds not in (WHOLE_MODEL, TOKENIZER_ONLY):
+            return None
+        if need == WHOLE_MODEL and holds != WHOLE_MODEL:
+            return None
+        for rel, size in files.items():
+            if not _plain_name(rel) or isinstance(size, bool) or not isinstance(size, int):
+                return None
+            if not (Path(folder) / rel).is_file():
+                return None
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return None
     return marker
 
 
-def _entry(name: str, repo_id: str, folder: Path, marker: dict | None = None) -> ModelEntry:
-    marker = marker if marker is not None else read_marker(folder)
+_MAX_MARKER = 1 << 20  # a marker lists a handful of files; anything bigger is not ours
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def changed_files(folder: Path, marker: dict) -> list[str]:
+    """The files a marker lists whose size is no longer the one downloaded (edited by the user, or damaged)."""
+    changed = []
+    for rel, size in marker["files"].items():
+        try:
+            if (Path(folder) / rel).stat().st_size != size:
+                changed.append(rel)
+        except OSError:
+            changed.append(rel)
+    return changed
+
+
+def _entry(name: str, repo_id: str, folder: Path) -> ModelEntry:
+    marker = read_marker(folder, need=TOKENIZER_ONLY)
+    partial = folder_size(staging_folder(folder)) if staging_folder(folder).is_dir() else 0
+    if marker is not None:
+        state = "yes" if marker.get("holds", WHOLE_MODEL) == WHOLE_MODEL else "tokenizer"
+    else:
+        state = "partial" if staging_folder(folder).is_dir() else "no"
     return ModelEntry(
         name=name,
         repo_id=repo_id,
         folder=folder,
-        downloaded=marker is not None,
-        size_bytes=folder_size(folder),
+        downloaded=state == "yes",
+        size_bytes=folder_size(folder) + partial,
         revision=marker.get("revision") if marker else None,
         commit=marker.get("commit") if marker else None,
+        state=state,
+        partial_bytes=partial,
     )
 
 
@@ -210,6 +279,13 @@ def _model_subfolders(root: Path) -> list[Path]:
     """Visible subfolders of the weights root (staging, locks and old copies are hidden)."""
     try:
         return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _staging_subfolders(root: Path) -> list[Path]:
+    try:
+        return sorted(p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX) and p.is_dir())
     except OSError:
         return []
 

@@ -5,8 +5,10 @@ Used for a Hub repo's file list (what to fetch) and for a folder on disk (what t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection
+from pathlib import Path
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
 
@@ -17,6 +19,8 @@ SHARD_INDEX = "model.safetensors.index.json"
 SHARD = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
 # gpt2cli's own bookkeeping in a downloaded folder: written last, it says the download is complete.
 MARKER = ".gpt2cli-complete.json"
+# What a marker says its folder holds: the whole model, or only the tokenizer (`gpt2cli tokenize`).
+WHOLE_MODEL, TOKENIZER_ONLY = "model", "tokenizer"
 # Weights as Python pickles (never loaded: unpickling runs code) or formats we do not read; their
 # presence explains why a model without safetensors is refused.
 PICKLE_WEIGHTS = re.compile(r"[^/]*\.(bin|pt|pth|ckpt|pkl)")
@@ -59,3 +63,50 @@ def refuse_other_formats(names: Collection[str], where: str) -> None:
             f"{where} has weights only as {', '.join(others)}; gpt2cli reads safetensors only: "
             "use a revision or model with model.safetensors, or convert it to safetensors"
         )
+
+
+def shards_of_index(text: str, where: str, remedy: str) -> list[str]:
+    """The shard file names a shard index names: each must be a plain model-0000i-of-0000n.safetensors
+    name, so that an index can never make us open a file outside its folder."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise CheckpointError(f"{where}: unreadable shard index ({str(e)[:80]}); {remedy}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map:
+        raise CheckpointError(f"{where}: has no 'weight_map' object naming the shards; {remedy}")
+    shards = set()
+    for value in weight_map.values():
+        if not (isinstance(value, str) and SHARD.fullmatch(value)):
+            raise CheckpointError(
+                f"{where}: names {str(value)[:80]!r}, which is not a shard file name in the model folder "
+                f"(model-0000i-of-0000n.safetensors); {remedy}"
+            )
+        shards.add(value)
+    return sorted(shards)
+
+
+def remedy(folder: Path) -> str:
+    """What to do about a broken file in `folder`: download it again if gpt2cli downloaded it (its
+    marker names the repo), else fix or replace the file (a folder of the user's own)."""
+    try:
+        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        repo, revision = marker["repo_id"], marker.get("revision")
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
+        return "fix or replace the file, or pass --model another model folder"
+    if not isinstance(repo, str) or not (revision is None or isinstance(revision, str)):
+        return "re-download the model with `gpt2cli download MODEL --force`"
+    pin = f" --revision {revision}" if revision not in (None, "main") else ""
+    return f"re-download the model with `gpt2cli download {repo}{pin} --force`"
+
+
+def check_readable(folder: Path) -> None:
+    """A model folder we may not list or enter is refused with the reason, not reported as missing files."""
+    import os
+
+    try:
+        os.listdir(folder)
+    except PermissionError as e:
+        raise ModelNotFoundError(
+            f"{folder}: cannot read the model folder ({e.strerror}); fix its permissions, or pass --model another folder"
+        ) from None

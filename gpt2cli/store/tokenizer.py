@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import stat
 from pathlib import Path
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
-from gpt2cli.store.layout import TOKENIZER_FILES
+from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, remedy
 
 ENDOFTEXT = "<|endoftext|>"
 # GPT-2's pre-tokenizer split pattern (tiktoken's r50k/gpt2 pattern).
@@ -32,20 +33,23 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
     (that function caches copies in a temp folder) and failing with a message instead of an assert.
     """
     folder = Path(folder)
+    check_readable(folder)
+    fix = remedy(folder)
     vocab_path, merges_path = (folder / name for name in TOKENIZER_FILES)
     for path in (vocab_path, merges_path):
-        if not path.is_file():
+        if not _is_file(path):
             raise ModelNotFoundError(
                 f"{path}: tokenizer file is missing; a GPT-2 model folder needs vocab.json and merges.txt: "
-                "re-download the model, or pass --model a complete folder"
+                f"{fix}"
             )
     try:
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
         merge_lines = merges_path.read_text(encoding="utf-8").split("\n")
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise CheckpointError(f"{vocab_path.parent}: cannot read the tokenizer files ({e}); re-download the model") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        reason = getattr(e, "strerror", None) or str(e)[:80]
+        raise CheckpointError(f"{vocab_path.parent}: cannot read the tokenizer files ({reason}); {fix}") from None
     if not isinstance(vocab, dict):
-        raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; re-download the model")
+        raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; {fix}")
     decoder = _byte_decoder()
     # str.translate + latin-1 turns a stand-in string into its bytes at C speed (this runs per start).
     table = str.maketrans({ch: chr(b) for ch, b in decoder.items()})
@@ -54,11 +58,11 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         try:
             return token.translate(table).encode("latin-1")
         except UnicodeEncodeError:
-            raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet; re-download the model") from None
+            raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet; {remedy(path.parent)}") from None
 
     eot = vocab.get(ENDOFTEXT)
-    if not isinstance(eot, int):
-        raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token, so it is not a GPT-2 vocabulary; re-download the model")
+    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 0:
+        raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token with a valid id, so it is not a GPT-2 vocabulary; {fix}")
     # GPT-2's ids are BPE ranks: the 256 byte tokens in alphabet order, then one per merge, in order.
     # Checking that on the strings is cheap; the bytes are built once, from vocab.json.
     expected = {ch: i for i, ch in enumerate(decoder)}
@@ -68,7 +72,7 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
             continue
         a, _, b = line.partition(" ")
         if not a or not b or " " in b:
-            raise CheckpointError(f"{merges_path}: malformed merge line {line!r}; re-download the model")
+            raise CheckpointError(f"{merges_path}: malformed merge line {line[:80]!r}; {fix}")
         expected[a + b] = len(expected)
     tokens = {t: i for t, i in vocab.items() if t not in (ENDOFTEXT, "<|startoftext|>")}
     if tokens != expected:
@@ -78,9 +82,19 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
             if wrong is not None
             else f"{len(tokens)} tokens but merges.txt builds {len(expected)}"
         )
-        raise CheckpointError(f"{vocab_path}: {detail}; the two files do not belong together: re-download the model")
+        raise CheckpointError(f"{vocab_path}: {detail}; the two files do not belong together: {fix}")
     ranks = {to_bytes(t, vocab_path): i for t, i in tokens.items()}
     return ranks, eot
+
+
+def _is_file(path: Path) -> bool:
+    """Path.is_file, except that a folder we may not read is an error that says so (not "missing")."""
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read it ({e.strerror}); fix the folder's permissions") from None
 
 
 class Tokenizer:
