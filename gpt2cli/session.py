@@ -286,10 +286,7 @@ class Session:
 
     def check_stride(self, stride: int) -> int:
         """Raises InvalidValue unless 1 <= stride <= the context; returns the context."""
-        n_ctx = self.model.config.n_positions
-        if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= n_ctx:
-            raise InvalidValue("stride", f"must be an integer from 1 to the model's context ({n_ctx})", stride)
-        return n_ctx
+        return check_stride(self.model.config.n_positions, stride)
 
     def score_strided(self, ids: list[int], stride: int, progress: Progress | None = None) -> Scored:
         """Scores a text of any length with transformers' sliding-window recipe ("Perplexity of
@@ -340,6 +337,13 @@ def completion_record(row: Completion, prompt_tokens: int) -> dict:
 def score_record(s: Scored) -> dict:
     """What `score --json` and `batch --score` print."""
     return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
+
+
+def check_stride(n_ctx: int, stride: int) -> int:
+    """Raises InvalidValue unless 1 <= stride <= n_ctx (score_strided's windows); returns n_ctx."""
+    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= n_ctx:
+        raise InvalidValue("stride", f"must be an integer from 1 to the model's context ({n_ctx})", stride)
+    return n_ctx
 
 
 def _perplexity(total: float, n: int) -> float:

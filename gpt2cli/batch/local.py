@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
@@ -28,6 +28,13 @@ class Tally:
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
 
+    def count(self, result: dict) -> None:
+        if "error" in result:
+            self.failed += 1
+        else:
+            self.done += 1
+            self.tokens += result.get("completion_tokens", len(result.get("tokens", ())))
+
     @property
     def tokens_per_second(self) -> float:
         elapsed = time.perf_counter() - self.started
@@ -43,32 +50,35 @@ def run_records(
     seed: int,
     score: bool = False,
     stride: int | None = None,
-    ordered: bool = False,
     allow_special: bool = False,
     on_record: Callable[[Tally], None] = lambda tally: None,
 ) -> Tally:
     """Runs every record not yet in output; on_record(tally) after each."""
-    tally, seen = Tally(), set()
-    for item in records:
-        if item.key in seen:
-            tally.duplicates += 1  # the first record with this id wins; the output holds each id once
-            continue
-        seen.add(item.key)
-        if item.key in output.done:
-            tally.skipped += 1
-            continue
-        result = _one(session, item, defaults, seed, score, stride, allow_special)
-        if "error" in result:
-            tally.failed += 1
-        else:
-            tally.done += 1
-            tally.tokens += result.get("completion_tokens", len(result.get("tokens", ())))
+    tally = Tally()
+    for item in unseen(records, output, tally):
+        result = result_of(session, item, defaults, seed, score, stride, allow_special)
+        tally.count(result)
         output.write(result)
         on_record(tally)
     return tally
 
 
-def _one(
+def unseen(records: Iterable[Record | BadRecord], output: Output, tally: Tally) -> Iterator[Record | BadRecord]:
+    """The records still to run: not in the output yet, and not repeating an earlier record's id (the
+    first wins, so the output holds each id once)."""
+    seen = set()
+    for item in records:
+        if item.key in seen:
+            tally.duplicates += 1
+        elif item.key in output.done:
+            seen.add(item.key)
+            tally.skipped += 1
+        else:
+            seen.add(item.key)
+            yield item
+
+
+def result_of(
     session: Session, item: Record | BadRecord, defaults: Request, seed: int, score: bool, stride: int | None, allow_special: bool
 ) -> dict:
     """One record's result line: {"id", ...what generate/score --json print} or {"id", "error"}."""

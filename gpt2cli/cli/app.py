@@ -386,6 +386,14 @@ def batch(
     score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
     stride: Annotated[Optional[int], typer.Option("--stride", help="With --score: as score's --stride.")] = None,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (they already are: records run in order).")] = False,
+    on_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster (pip install \"gpt2cli[ray]\").")] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option("--ray-address", help="With --ray: the cluster (auto, ray://host:port); default $RAY_ADDRESS, else a local Ray."),
+    ] = None,
+    ray_actors: Annotated[
+        Optional[int], typer.Option("--ray-actors", min=1, help="With --ray: actors decoding (default: the cluster's CPUs).")
+    ] = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
     temperature: Annotated[
@@ -423,19 +431,35 @@ def batch(
     ).check()  # fmt: skip
     if stride is not None and not score_texts:
         raise UsageError("--stride goes with --score (it says how long texts are scored); add --score or drop --stride")
+    if (ray_address or ray_actors) and not on_ray:
+        raise UsageError("--ray-address and --ray-actors go with --ray; add --ray or drop them")
+    if on_ray:
+        from gpt2cli.batch.ray import import_ray
+
+        import_ray()  # before anything else, so a missing Ray is said at once
     stream = _open_input(source)
     writer = Writer()
     out = Output(output, writer.write)
-    session = open_session(model, revision, weights_dir, offline)
-    if stride is not None:
-        session.check_stride(stride)
     progress = _batch_progress() if stderr_is_tty() else (lambda tally: None)
+    records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
+    options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
     try:
-        tally = run_records(
-            session, read_records(stream, lines=lines, field="text" if score_texts else "prompt"), out,
-            defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special,
-            on_record=progress,
-        )  # fmt: skip
+        if on_ray:
+            from gpt2cli.batch.ray import ModelSpec, run_records_on_ray
+            from gpt2cli.session import check_stride
+            from gpt2cli.store.config import read_config
+
+            if stride is not None:  # checked once here, not in every record
+                check_stride(read_config(model_folder(model, revision, weights_dir, offline) / "config.json").n_positions, stride)
+            spec = ModelSpec(model, revision, None if weights_dir is None else str(weights_dir), offline)
+            tally = run_records_on_ray(
+                spec, records, out, address=ray_address, actors=ray_actors, show_progress=stderr_is_tty(), **options
+            )
+        else:
+            session = open_session(model, revision, weights_dir, offline)
+            if stride is not None:
+                session.check_stride(stride)
+            tally = run_records(session, records, out, **options)
     finally:
         out.close()
         if stream is not sys.stdin:
