@@ -14,21 +14,49 @@ import typer
 from gpt2cli.cli import render
 from gpt2cli.cli.options import (
     AllowSpecialOpt, EarlyStopping, EarlyStoppingOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
-    PromptArg, RevisionOpt, SeedOpt, TemperatureOpt, TextArg, TopKOpt, TopPOpt, WeightsDirOpt,
+    PromptArg, RevisionOpt, SeedOpt, stop_strings, TemperatureOpt, TextArg, TopKOpt, TopPOpt, WeightsDirOpt,
 )  # fmt: skip
 from gpt2cli.cli.output import Writer, note, prefill_progress, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
 
+# typer labels each argument in help with its Python type ("PROMPT <str>"): noise for users.
+if hasattr(typer.core, "TyperArgument") and hasattr(typer.core.TyperArgument, "display_type_rich"):
+    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
+
+# Plain click help (rich_markup_mode=None): rich's boxed tables leave descriptions ~20 columns wide
+# in an 80-column terminal; click's two-column list keeps them ~45 wide and reads the same when piped.
 app = typer.Typer(
     name="gpt2cli",
     help="Run GPT-2 checkpoints on the CPU with a NumPy engine: generate, compare decodings, score text.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gpt2cli import __version__
+
+        typer.echo(f"gpt2cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def examples(*lines: str) -> str:
+    """A command's "Examples" epilog: one command per line, never rewrapped (click's \\b)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def model_folder(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool) -> Path:
@@ -53,12 +81,13 @@ def show_stats(prompt_len: int, generated: int, started: float, first_token: Opt
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli generate \"The meaning of life is\"\n\n"
-    "  gpt2cli generate -m ./my-finetuned-gpt2 -n 50 \"Hello\"\n\n"
-    "  echo \"Once upon\" | gpt2cli generate -n 20 --seed 1\n\n"
-    "  gpt2cli generate -t 0 -n 50 \"def fib(n):\" --stop \"\\n\\n\"\n\n"
-    "  gpt2cli generate -N 3 --json \"Hello\" | jq .text",
+    epilog=examples(
+        "gpt2cli generate \"The meaning of life is\"",
+        "gpt2cli generate -m ./my-finetuned-gpt2 -n 50 \"Hello\"",
+        "echo \"Once upon\" | gpt2cli generate -n 20 --seed 1",
+        "gpt2cli generate -t 0 -n 50 \"def fib(n):\" --stop $'\\n\\n'",
+        "gpt2cli generate -N 3 --json \"Hello\" | jq .text",
+    ),
 )
 def generate(
     prompt: PromptArg = None,
@@ -68,12 +97,19 @@ def generate(
     top_k: TopKOpt = 50,
     top_p: TopPOpt = 1.0,
     seed: SeedOpt = None,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End the output before this text (repeatable).")] = None,
+    stop: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--stop", metavar="TEXT",
+            help="End the output before this text (repeatable). \\n, \\t and \\\\ are read as newline, tab and "
+            "backslash: --stop '\\n\\n' ends at a blank line; write a literal backslash-n as '\\\\n'.",
+        ),
+    ] = None,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
     echo: Annotated[bool, typer.Option("--echo", help="Print the prompt before the continuation.")] = False,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the text only when it is complete.")] = False,
     num_samples: Annotated[
-        int, typer.Option("-N", "--num-samples", max=256, help="Samples decoded together, printed one after another.")
+        int, typer.Option("-N", "--num-samples", max=256, metavar="N", help="Samples decoded together, printed one after another.")
     ] = 1,
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -91,13 +127,14 @@ def generate(
     from gpt2cli.decoding.text import InOrder
 
     check_options(max_tokens, num_samples, on_overflow)  # before the model loads, so a typo fails at once
+    stops = stop_strings(stop)
     sampler = Sampler(SamplingOptions(temperature, top_k, top_p), seed)
     text = read_prompt(prompt)
     session = open_session(model, revision, weights_dir, offline)
     ids = session.prompt_ids(text, allow_special)
     run = session.generate(
         ids, sampler, max_tokens, num_samples=num_samples, ignore_eos=ignore_eos, logprobs=json_out,
-        on_overflow=on_overflow, stops=tuple(stop or ()), warn=note, progress=prefill_progress(),
+        on_overflow=on_overflow, stops=stops, warn=note, progress=prefill_progress(),
     )  # fmt: skip
     out = Writer()
     stream = not (no_stream or json_out)
@@ -120,9 +157,10 @@ def generate(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli score \"The cat sat on the mat.\"\n\n"
-    "  cat essay.txt | gpt2cli score --json | jq .perplexity",
+    epilog=examples(
+        "gpt2cli score \"The cat sat on the mat.\"",
+        "cat essay.txt | gpt2cli score --json | jq .perplexity",
+    ),
 )
 def score(
     text: TextArg = None,
@@ -146,7 +184,10 @@ def score(
 
 
 @app.command(
-    epilog="Examples:\n\n  gpt2cli tokenize \"Hello world\"\n\n  echo 'naïve café' | gpt2cli tokenize --json",
+    epilog=examples(
+        "gpt2cli tokenize \"Hello world\"",
+        "echo 'naïve café' | gpt2cli tokenize --json",
+    ),
 )
 def tokenize(
     text: TextArg = None,
@@ -172,27 +213,28 @@ def tokenize(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli beam \"The meaning of life is\"\n\n"
-    "  gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"\n\n"
-    "  echo \"Hello\" | gpt2cli beam --no-compare > best.txt\n\n"
-    "  gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
+    epilog=examples(
+        "gpt2cli beam \"The meaning of life is\"",
+        "gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"",
+        "echo \"Hello\" | gpt2cli beam --no-compare > best.txt",
+        "gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
+    ),
 )
 def beam(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 40,
-    beams: Annotated[int, typer.Option("-b", "--beams", max=256, help="Beams searched together (1 = greedy).")] = 4,
+    beams: Annotated[int, typer.Option("-b", "--beams", max=256, metavar="B", help="Beams searched together (1 = greedy).")] = 4,
     num_return: Annotated[
-        Optional[int], typer.Option("-r", "--num-return", help="Best hypotheses to show, 1 to --beams; default: all of them.")
+        Optional[int], typer.Option("-r", "--num-return", metavar="R", help="Best hypotheses to show, 1 to --beams; default: all of them.")
     ] = None,
     length_penalty: Annotated[
         float,
-        typer.Option("--length-penalty", help="Score = logprob / length ** this; > 0 favours longer hypotheses."),
+        typer.Option("--length-penalty", metavar="X", help="Score = logprob / length ** this; > 0 favours longer hypotheses."),
     ] = 1.0,
     early_stopping: EarlyStoppingOpt = EarlyStopping.FALSE,
     no_repeat_ngram: Annotated[
-        int, typer.Option("--no-repeat-ngram", help="No n-gram of this size appears twice (prompt included); 0 = off.")
+        int, typer.Option("--no-repeat-ngram", metavar="N", help="No n-gram of this size appears twice (prompt included); 0 = off.")
     ] = 0,
     compare: Annotated[
         bool,
@@ -200,9 +242,9 @@ def beam(
     ] = True,
     temperature: TemperatureOpt = 1.0,
     top_k: TopKOpt = 50,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the comparison sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, metavar="SEED", help="Seed of the comparison sample.")] = 0,
     width: Annotated[
-        Optional[int], typer.Option("--width", help="Table width in columns; default: the terminal's (or $COLUMNS).")
+        Optional[int], typer.Option("--width", metavar="COLUMNS", help="Table width in columns; default: the terminal's (or $COLUMNS).")
     ] = None,
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -249,15 +291,16 @@ def beam(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli download gpt2\n\n"
-    "  gpt2cli download openai-community/gpt2-medium --revision main\n\n"
-    "  gpt2cli download distilgpt2 --weights-dir ~/models --force\n\n"
-    "  gpt2cli generate -m \"$(gpt2cli download gpt2-large)\" \"Hello\"",
+    epilog=examples(
+        "gpt2cli download gpt2",
+        "gpt2cli download openai-community/gpt2-medium --revision main",
+        "gpt2cli download distilgpt2 --weights-dir ~/models --force",
+        "gpt2cli generate -m \"$(gpt2cli download gpt2-large)\" \"Hello\"",
+    ),
 )
 def download(
     model: Annotated[
-        str, typer.Argument(help="A name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.")
+        str, typer.Argument(metavar="MODEL", help="A name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.")
     ],
     revision: RevisionOpt = None,
     weights_dir: WeightsDirOpt = None,
@@ -278,10 +321,11 @@ def download(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli models\n\n"
-    "  gpt2cli models --weights-dir ~/models\n\n"
-    "  gpt2cli models --json | jq -r 'select(.downloaded) | .folder'",
+    epilog=examples(
+        "gpt2cli models",
+        "gpt2cli models --weights-dir ~/models",
+        "gpt2cli models --json | jq -r 'select(.downloaded) | .folder'",
+    ),
 )
 def models(weights_dir: WeightsDirOpt = None, json_out: JsonOpt = False) -> None:
     """List the model names and every downloaded model: downloaded or not, size on disk, folder."""

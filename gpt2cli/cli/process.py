@@ -48,7 +48,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     debug = os.environ.get("GPT2CLI_DEBUG") == "1"
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
-    if not args:  # a usage error like any other: the help goes to stderr, not stdout
+    completing = os.environ.get("_GPT2CLI_COMPLETE")  # the shell asks for completions with no arguments
+    if not args and not completing:
+        # A usage error like any other (a script that forgot its arguments must not see success): the
+        # help goes to stderr, not stdout, and the exit code is 2, as click's own usage errors.
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 command.main(args=["--help"], prog_name="gpt2cli", standalone_mode=False)
