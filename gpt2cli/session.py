@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from gpt2cli.decoding.beam import beam_search
-from gpt2cli.decoding.generate import Overflow, check_logits, generate
+from gpt2cli.decoding.generate import Overflow, check_logits, fit_prompt, generate
 from gpt2cli.decoding.sampling import Sampler
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
@@ -109,7 +109,9 @@ class Session:
             on_overflow=on_overflow, warn=warn, prefill_progress=progress,
         )  # fmt: skip
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
-        return Generation(rows, steps)
+        # generate() has checked the fit already (and warned): this only learns the length it kept
+        seen = fit_prompt(ids, self.model.config.n_positions, max_new_tokens, on_overflow, lambda message: None)
+        return Generation(rows, steps, len(seen))
 
     def beam(self, ids: list[int], *, progress: Progress | None = None, **options) -> list[Decoded]:
         """The best hypotheses of beam search (decoding.beam.beam_search's options), best first."""
@@ -160,8 +162,9 @@ class Generation:
     going end with "length".
     """
 
-    def __init__(self, rows: list[Completion], steps: Iterator):
+    def __init__(self, rows: list[Completion], steps: Iterator, prompt_tokens: int):
         self.rows = rows
+        self.prompt_tokens = prompt_tokens  # the prompt's tokens the model reads (after --on-overflow's cut)
         self._steps = steps
 
     def __iter__(self) -> Iterator[list[Completion]]:

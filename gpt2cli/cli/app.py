@@ -77,7 +77,7 @@ def show_stats(prompt_len: int, generated: int, started: float, first_token: Opt
     elapsed = time.perf_counter() - started
     rate = generated / elapsed if elapsed > 0 else float("inf")
     ttft = f", first token after {first_token - started:.2f} s" if first_token else ""
-    note(f"{prompt_len} prompt tokens, {generated} new in {elapsed:.2f} s ({rate:.1f} tokens/s{ttft})")
+    note(f"{render.count(prompt_len, 'prompt token')}, {generated} new in {elapsed:.2f} s ({rate:.1f} tokens/s{ttft})")
 
 
 @app.command(
@@ -148,12 +148,12 @@ def generate(
             out.write(shown.take())
     if json_out:
         for row in run.rows:
-            out.json_line(render.completion_record(row, len(ids), prompt=text if echo else None))
+            out.json_line(render.completion_record(row, run.prompt_tokens, prompt=text if echo else None))
     else:
         out.write(shown.rest())
     out.end()
     if stats if stats is not None else stderr_is_tty():
-        show_stats(len(ids), sum(len(r.tokens) for r in run.rows), started, first)
+        show_stats(run.prompt_tokens, sum(len(r.tokens) for r in run.rows), started, first)
 
 
 @app.command(

@@ -287,8 +287,9 @@ def _convert_error(e: Exception, ref: HubRef, root: Path) -> GPT2CLIError:
         )
     connect_errors, transport_errors = _network_errors()
     if isinstance(e, (*connect_errors, hf["OfflineModeIsEnabled"], hf["LocalEntryNotFoundError"])):
-        return DownloadError(
-            f"cannot reach the Hub at {hub_url} to download {what}; check the network, or {_ALTERNATIVES}"
+        return DownloadError(  # --offline would not help here: this model is not on disk
+            f"cannot reach the Hub at {hub_url} to download {what}; check the network and HF_ENDPOINT, or run "
+            "`gpt2cli download` where the Hub is reachable and pass --model PATH to the folder it prints"
         )
     if isinstance(e, hf["EntryNotFoundError"]):
         return DownloadError(f"the Hub is missing a file of {what} that it listed ({_first_line(e)}); {_RETRY}")
