@@ -10,40 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
+from gpt2cli.cli import signals
 from gpt2cli.cli.app import app
 from gpt2cli.cli.options import FLAGS
 from gpt2cli.cli.output import OutputClosed, note
+from gpt2cli.cli.signals import Terminated
 from gpt2cli.errors import GPT2CLIError, OptionError
-
-
-class Terminated(BaseException):
-    """SIGINT or SIGTERM, raised by our handler so that one clean exit path runs for both.
-
-    A BaseException, so no `except Exception` on the way (ours, click's, a library's) swallows it;
-    not a KeyboardInterrupt, which click turns into a bare exit code before main() sees it.
-    """
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
-
-
-def _on_signal(signum, frame):
-    raise Terminated(signum)
 
 
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: runs the app and maps every known failure to one stderr line and an exit code."""
+def main(argv: Optional[list[str]] = None, early_signal: Callable[[], Optional[int]] = lambda: None) -> int:
+    """Entry point: runs the app and maps every known failure to one stderr line and an exit code.
+
+    early_signal(): a signal that arrived before main() took over (run() records them while importing).
+    """
     exc = _click_exceptions()
     debug = os.environ.get("GPT2CLI_DEBUG") == "1"
     command = typer.main.get_command(app)
@@ -58,15 +46,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         except (OSError, ValueError):  # stderr closed: the exit code still says what happened
             pass
         return 2
-    previous = _catch_signals()
+    previous = signals.catch()
     try:
         try:
-            code = _run_command(command, args, exc, debug)
+            early = early_signal()
+            code = 128 + early if early else _run_command(command, args, exc, debug)
+            held = signals.exiting()  # inside the try: a signal just before it is still caught below
         except Terminated as e:  # the signal came while an error was being reported
-            code = e.exit_code
-        return _flush_stdout(code)
+            code, held = e.exit_code, signals.exiting()
+        # From here on signals only record themselves: the exit path cannot become a traceback.
+        code = _flush_stdout(code)
+        return code or (128 + held if held else 0)  # held: came during a write that then failed
     finally:
-        _restore_signals(previous)
+        signals.restore(previous)
 
 
 def _run_command(command, args: list[str], exc, debug: bool) -> int:
@@ -132,31 +124,6 @@ def _flush_stdout(code: int) -> int:
         _silence_stdout()  # so the interpreter's own final flush cannot block again
         return code or e.exit_code
     return code
-
-
-def _catch_signals() -> dict:
-    """SIGINT and SIGTERM raise Terminated from here on; returns the handlers to restore.
-
-    A signal the parent set to be ignored (`nohup`, background jobs) stays ignored.
-    """
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            old = signal.getsignal(signum)
-            if old is not signal.SIG_IGN:
-                signal.signal(signum, _on_signal)
-                previous[signum] = old
-        except (ValueError, OSError):  # not the main thread (main() called from a thread)
-            pass
-    return previous
-
-
-def _restore_signals(previous: dict) -> None:
-    for signum, handler in previous.items():
-        try:
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        except (ValueError, OSError, TypeError):
-            pass
 
 
 def _click_exceptions():
