@@ -2,13 +2,14 @@
 and every failure turned into one line on stderr (the traceback too under GPT2CLI_DEBUG=1).
 
 Exit codes: 0 ok, 1 unexpected error, 2 usage (bad option, unknown model, missing files),
-3 broken checkpoint or tokenizer, 4 download failure, 130 interrupted (Ctrl-C), 141 stdout
-closed (e.g. `| head`), 143 terminated (SIGTERM).
+3 broken checkpoint or tokenizer, 4 download failure, 5 stdout cannot be written (disk full),
+130 interrupted (Ctrl-C), 141 stdout closed (e.g. `| head`), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from typing import Callable, Optional
@@ -103,11 +104,17 @@ def _run_command(command, args: list[str], exc, debug: bool) -> int:
     except MemoryError:
         return fail("error: out of memory; try a smaller model, fewer --num-samples or --beams", 1)
     except OSError as e:
+        if e.errno in _FULL and e.filename is None:  # a stream write, not a file we opened: stdout
+            _silence_stdout()  # what stdout still buffers can never be written: drop it quietly
+            return fail(f"error: cannot write the output: {e.strerror}; free some space or send stdout elsewhere", 5)
         return fail(f"error: {_one_line(e)}", 1)
     except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback for users
         return fail(
             f"internal error: {type(e).__name__}: {_one_line(e)}; rerun with GPT2CLI_DEBUG=1 and report the traceback", 1
         )
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # stdout's disk is full (or the file may grow no more)
 
 
 def _flush_stdout(code: int) -> int:
