@@ -31,8 +31,9 @@ if sys.argv and sys.argv[0].rsplit("/", 1)[-1] == "gpt2cli":  # the console scri
 
 def run() -> None:
     _hold_signals()
-    from gpt2cli.cli.process import main
+    from gpt2cli.cli.process import main, route_warnings
 
+    route_warnings()
     code = main(early_signal=lambda: _early[0] if _early else None)
     # The exit code is decided. Python's shutdown would put the default handlers back (a late Ctrl-C
     # would then kill the process mid-exit); ignored signals stay ignored through it.

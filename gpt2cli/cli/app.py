@@ -16,7 +16,7 @@ from gpt2cli.cli.options import (
     AllowSpecialOpt, EarlyStopping, EarlyStoppingOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
     PromptArg, RevisionOpt, SeedOpt, stop_strings, TemperatureOpt, TextArg, TopKOpt, TopPOpt, WeightsDirOpt,
 )  # fmt: skip
-from gpt2cli.cli.output import Writer, note, prefill_progress, stderr_is_tty
+from gpt2cli.cli.output import Writer, note, prefill_progress, results_only, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
@@ -63,7 +63,8 @@ def model_folder(model: str, revision: Optional[str], weights_dir: Optional[Path
     """The model's folder on disk, downloading it on first use (progress bars only on a terminal)."""
     from gpt2cli.store.resolve import resolve_model
 
-    return resolve_model(model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty())
+    with results_only():
+        return resolve_model(model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty())
 
 
 def open_session(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool):
@@ -310,7 +311,8 @@ def download(
     from gpt2cli.store.hub import folder_size
     from gpt2cli.store.resolve import download_model
 
-    done = download_model(model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty())
+    with results_only():
+        done = download_model(model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty())
     if done.fetched:
         note(f"downloaded {model} ({render.human_size(folder_size(done.folder))})")
     else:

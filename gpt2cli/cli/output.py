@@ -3,8 +3,10 @@ stderr for notes. Knows TTY from pipe; knows nothing of models."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 from typing import IO, Iterator
 
@@ -160,3 +162,12 @@ def stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+@contextlib.contextmanager
+def results_only() -> Iterator[None]:
+    """Whatever a library prints on sys.stdout meanwhile (huggingface_hub prints some errors while
+    it imports) goes to stderr: stdout carries results only."""
+    target = sys.stderr if sys.stderr is not None else open(os.devnull, "w")
+    with contextlib.redirect_stdout(target):
+        yield

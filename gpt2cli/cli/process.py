@@ -24,6 +24,24 @@ from gpt2cli.cli.signals import Terminated
 from gpt2cli.errors import GPT2CLIError, OptionError
 
 
+def route_warnings() -> None:
+    """Python warnings (numpy's, a library's) as at most one gpt2cli note per kind, without file
+    paths or source lines; numpy's floating-point warnings not at all: where a non-finite number
+    matters (logits, scores, JSON) the code checks for it and says so itself."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r".* encountered in ", category=RuntimeWarning)
+    shown: set = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        kind = (category, _one_line(str(message))[:80])
+        if kind not in shown:
+            shown.add(kind)
+            note(f"warning: {_one_line(str(message))} ({category.__name__})")
+
+    warnings.showwarning = show
+
+
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 

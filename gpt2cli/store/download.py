@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
@@ -44,6 +45,7 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool) -> Path:
     The staging folder survives a failure so the next run resumes it; the final folder only ever
     appears complete, with its marker, so an interrupted download never looks like a model.
     """
+    _check_endpoint()  # before huggingface_hub is imported: it prints a bad one's error on stdout
     root = folder.parent
     _make_root(root)
     staging = root / f".tmp-{folder.name}"
@@ -68,6 +70,23 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool) -> Path:
                 shutil.rmtree(staging, ignore_errors=True)
             raise
     return folder
+
+
+def _check_endpoint() -> None:
+    url = endpoint()
+    if url is None:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+        reason = None if parts.scheme in ("http", "https") and parts.hostname else "not an http(s) address"
+    except ValueError as e:
+        reason = str(e)
+    if reason:
+        raise UsageError(
+            f"HF_ENDPOINT {url!r} is not a valid URL ({reason}); set it to the Hub's address, "
+            "such as https://huggingface.co, or unset it"
+        )
 
 
 def _make_root(root: Path) -> None:
