@@ -183,11 +183,39 @@ def _quiet_tqdm() -> type:
     return QuietTqdm
 
 
+def _erasing_tqdm(bars: list) -> type:
+    """huggingface_hub's tqdm, erased when closed and remembered in `bars`: snapshot_download leaves
+    some bars open, and they were redrawn over (and after) everything printed later."""
+    from huggingface_hub.utils import tqdm as hf_tqdm
+
+    class ErasingTqdm(hf_tqdm):
+        def __init__(self, *args, **kwargs):
+            kwargs["leave"] = False
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    return ErasingTqdm
+
+
+@contextmanager
+def _closing(bars: list) -> Iterator[None]:
+    """Closes (so erases) every bar once the download is over, before anything else is written."""
+    try:
+        yield
+    finally:
+        for bar in reversed(bars):
+            try:
+                bar.close()
+            except Exception:  # noqa: BLE001 - a bar that cannot redraw (stderr gone) must not fail the download
+                pass
+
+
 def _snapshot(ref: HubRef, commit: str, files: list[str], staging: Path, progress: bool) -> None:
     """Fetches exactly `files` of one commit into `staging` (files already there are kept: a resume)."""
     from huggingface_hub import snapshot_download
 
-    with _library_warnings(shown=progress):
+    bars: list = []
+    with _library_warnings(shown=progress), _closing(bars):
         snapshot_download(
             ref.repo_id,
             revision=commit,  # a commit hash: config, tokenizer and weights all come from one revision
@@ -195,7 +223,7 @@ def _snapshot(ref: HubRef, commit: str, files: list[str], staging: Path, progres
             allow_patterns=files,
             endpoint=endpoint(),
             library_name="gpt2cli",
-            tqdm_class=None if progress else _quiet_tqdm(),
+            tqdm_class=_erasing_tqdm(bars) if progress else _quiet_tqdm(),
             etag_timeout=_API_TIMEOUT,
         )
 
