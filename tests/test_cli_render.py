@@ -80,3 +80,16 @@ def test_cannot_reach_the_hub_names_hf_endpoint_and_download(tmp_path):
     message = str(download._convert_error(OfflineModeIsEnabled("no network"), HubRef("gpt2", "openai-community/gpt2"), tmp_path))
     assert "HF_ENDPOINT" in message and "gpt2cli download" in message
     assert "--offline" not in message  # nothing is downloaded: --offline cannot help
+
+
+def test_ignore_eos_keeps_endoftext_as_text_and_as_a_token(tmp_path):
+    from tests.support import models
+
+    if not (models.SHARED_TOKENIZER / "vocab.json").is_file():
+        import pytest
+
+        pytest.skip("the real GPT-2 tokenizer files are not available")
+    model = models.write_model(tmp_path / "eos", seed=1, tokenizer="real", eos_bias=30.0)
+    r = cli.run("generate", "-m", model, "-n", "2", "-t", "0", "--ignore-eos", "--json", "hi")
+    assert r.code == 0, r.err
+    assert r.json["tokens"] == [50256, 50256] and r.json["text"] == "<|endoftext|>" * 2

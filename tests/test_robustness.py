@@ -176,7 +176,7 @@ INVALID_VALUES = [
     (["beam", "--seed", "-1"], "--seed", "0"),
     (["score", "--json=1"], "--json", "value"),
     (["tokenize", "--allow-special=no"], "--allow-special", "value"),
-    (["download"], "model", "argument"),
+    (["download"], "MODEL", "argument"),
     (["download", "not a repo!"], "not a repo!", "owner/name"),
     (["models", "--weights-dir"], "--weights-dir", "argument"),
     (["models", "--bogus"], "--bogus", "option"),
