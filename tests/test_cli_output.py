@@ -74,12 +74,15 @@ def test_other_warnings_are_one_note_per_kind():
         "for _ in range(3):\n"
         "    warnings.warn('the library is unhappy\\nsecond line')\n"
         "warnings.warn('something else', DeprecationWarning)\n"
+        "for size in (1, 2):  # as huggingface_hub warns once per file of a download to a full disk\n"
+        "    warnings.warn(f'Not enough free disk space. The file is {size} MB.')\n"
     )
     p = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, env=cli.user_env())
     assert p.stdout == ""
     assert p.stderr.splitlines() == [
         "gpt2cli: warning: the library is unhappy second line (UserWarning)",
         "gpt2cli: warning: something else (DeprecationWarning)",
+        "gpt2cli: warning: Not enough free disk space. The file is 1 MB. (UserWarning)",
     ]
 
 

@@ -34,7 +34,7 @@ def route_warnings() -> None:
     shown: set = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
-        kind = (category, _one_line(str(message))[:80])
+        kind = (category, _one_line(str(message)).split(". ")[0])  # the first sentence names the kind
         if kind not in shown:
             shown.add(kind)
             note(f"warning: {_one_line(str(message))} ({category.__name__})")
