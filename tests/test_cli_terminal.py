@@ -15,8 +15,10 @@ import time
 
 import pytest
 
-from tests.support import cli
-from tests.test_hub import GPT2, fake_hub, sources  # noqa: F401 - fixtures: the loopback Hub and its repos
+from tests.support import cli, models
+from tests.support.hubserver import FakeHub
+
+GPT2 = "openai-community/gpt2"
 
 
 def _run_in_terminal(*args, env: dict, cwd, columns: int = 100, timeout: float = 120) -> tuple[str, int]:
@@ -77,19 +79,25 @@ def _screen(raw: str) -> list[str]:
 
 
 @pytest.fixture
-def online(fake_hub, sources, tmp_path):  # noqa: F811
-    """The tiny model on the loopback Hub; its weights stall mid-download for a moment, so that the
-    progress bars are drawn (tqdm draws at most every 0.1 s)."""
-    fake_hub.add_repo(GPT2, sources.tiny)
-    stalled, release = fake_hub.stall(GPT2, "model.safetensors")
+def online(tmp_path):
+    """The tiny model as gpt2 on a loopback Hub (the command runs in a subprocess: the environment
+    is all it needs); its weights stall mid-download for a moment, so that the progress bars are
+    drawn (tqdm draws at most every 0.1 s)."""
+    with FakeHub() as hub:
+        hub.add_repo(GPT2, models.write_model(tmp_path / "source", seed=1))
+        stalled, release = hub.stall(GPT2, "model.safetensors")
 
-    def release_later():
-        stalled.wait(60)
-        time.sleep(0.6)  # how long the bars are on screen, not a synchronisation
+        def release_later():
+            stalled.wait(60)
+            time.sleep(0.6)  # how long the bars are on screen, not a synchronisation
+            release.set()
+
+        threading.Thread(target=release_later, daemon=True).start()
+        yield {
+            "HF_ENDPOINT": hub.url, "HF_HOME": tmp_path / "hf-home", "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_OFFLINE": "", "HF_TOKEN": None, "GPT2CLI_WEIGHTS": tmp_path / "weights",
+        }  # fmt: skip
         release.set()
-
-    threading.Thread(target=release_later, daemon=True).start()
-    return {"HF_HUB_OFFLINE": "", "GPT2CLI_WEIGHTS": tmp_path / "weights"}
 
 
 def _bar_fragments(line: str) -> bool:
