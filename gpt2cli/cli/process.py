@@ -136,7 +136,9 @@ _FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # stdout's disk is full (or t
 
 
 def _flush_stdout(code: int) -> int:
-    """Pushes out what stdout still buffers; a reader gone by now still means 141."""
+    """Pushes out what stdout still buffers (signals only record themselves by now; the Writer
+    flushed every piece, so this is at most what click or typer printed); a reader gone by now
+    still means 141."""
     try:
         if sys.stdout is not None:
             sys.stdout.flush()
@@ -144,10 +146,7 @@ def _flush_stdout(code: int) -> int:
         _silence_stdout()
         return code or 141
     except (ValueError, OSError):
-        pass
-    except Terminated as e:  # a signal while the last bytes drain (a reader that stopped reading)
-        _silence_stdout()  # so the interpreter's own final flush cannot block again
-        return code or e.exit_code
+        _silence_stdout()  # so the interpreter's own final flush cannot fail again, into a traceback
     return code
 
 
