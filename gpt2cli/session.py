@@ -194,14 +194,16 @@ class Session:
                 eos_token_id=None if ignore_eos else self.eos, penalties=penalties, logprobs=logprobs,
                 prefill_progress=progress,
             )  # fmt: skip
-            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps)
+            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps, len(ids))
         steps = generate(
             self.model, ids, sampler, max_new_tokens,
             num_samples=num_samples, eos_token_id=self.eos, ignore_eos=ignore_eos, logprobs=logprobs,
             on_overflow=on_overflow, penalties=penalties, warn=warn, prefill_progress=progress,
         )  # fmt: skip
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
-        return Generation(rows, steps)
+        # generate() has checked the fit already (and warned): this only learns the length it kept
+        seen = fit_prompt(ids, self.model.config.n_positions, max_new_tokens, on_overflow, lambda message: None)
+        return Generation(rows, steps, len(seen))
 
     def run(
         self, ids: list[int], request: Request, *, logprobs: bool = False, warn: Callable[[str], None] = lambda m: None,
@@ -360,8 +362,9 @@ class Generation:
     going end with "length".
     """
 
-    def __init__(self, rows: list[Completion], steps: Iterator):
+    def __init__(self, rows: list[Completion], steps: Iterator, prompt_tokens: int):
         self.rows = rows
+        self.prompt_tokens = prompt_tokens  # the prompt's tokens the model reads (after --on-overflow's cut)
         self._steps = steps
 
     def __iter__(self) -> Iterator[list[Completion]]:

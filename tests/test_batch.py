@@ -84,7 +84,7 @@ def test_bad_records_get_error_lines_and_the_run_goes_on(tiny_model, tmp_path):
         encoding="utf-8",
     )  # fmt: skip
     r = run("batch", source, "-m", tiny_model)
-    assert r.code == 5 and "Traceback" not in r.err
+    assert r.code == 6 and "Traceback" not in r.err
     lines = [json.loads(line) for line in r.stdout.splitlines()]
     errors = {json.dumps(line["id"]): line["error"] for line in lines if "error" in line}
     assert set(errors) == {"2", '"no-prompt"', '"unknown"', '"type"', '"range"', '"combo"', "8"}

@@ -64,4 +64,4 @@ def test_cli_unreachable_hub_exits_4_suggesting_a_folder_or_offline(cli, fake_hu
     fake_hub.stop()
     result = cli("generate", "-m", "gpt2", "hi")
     assert result.returncode == 4 and result.stdout == ""
-    assert "--model PATH" in result.stderr and "--offline" in result.stderr
+    assert "--model PATH" in result.stderr and "gpt2cli download" in result.stderr

@@ -102,7 +102,7 @@ def test_unreachable_hub_says_to_use_a_folder_or_offline(fake_hub, weights):
     with pytest.raises(DownloadError) as info:
         resolve.resolve_model("gpt2", weights_dir=weights)
     message = str(info.value)
-    assert "cannot reach the Hub" in message and "--model PATH" in message and "--offline" in message
+    assert "cannot reach the Hub" in message and "--model PATH" in message and "HF_ENDPOINT" in message
     assert info.value.exit_code == 4
 
 

@@ -14,22 +14,52 @@ import typer
 from gpt2cli.cli import render
 from gpt2cli.cli.options import (
     AllowSpecialOpt, EarlyStopping, EarlyStoppingOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
-    NoRepeatNgramOpt, PromptArg, RepetitionPenaltyOpt, RevisionOpt, SeedOpt, TemperatureOpt, TextArg, TopKOpt, TopPOpt,
-    WeightsDirOpt,
+    NoRepeatNgramOpt, PromptArg, RepetitionPenaltyOpt, RevisionOpt, SeedOpt, stop_strings, TemperatureOpt, TextArg, TopKOpt,
+    TopPOpt, WeightsDirOpt,
 )  # fmt: skip
-from gpt2cli.cli.output import ProgressLine, Writer, note, prefill_progress, stderr_is_tty
+from gpt2cli.cli.output import ProgressLine, Writer, note, prefill_progress, results_only, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
 
+# typer labels each argument in help with its Python type ("PROMPT <str>"): noise for users.
+if hasattr(typer.core, "TyperArgument") and hasattr(typer.core.TyperArgument, "display_type_rich"):
+    typer.core.TyperArgument.display_type_rich = lambda self, ctx: None
+
+# Plain click help (rich_markup_mode=None): rich's boxed tables leave descriptions ~20 columns wide
+# in an 80-column terminal; click's two-column list keeps them ~45 wide and reads the same when piped.
 app = typer.Typer(
     name="gpt2cli",
     help="Run GPT-2 checkpoints on the CPU with a NumPy engine: generate, compare decodings, score text.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from gpt2cli import __version__
+
+        typer.echo(f"gpt2cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def examples(*lines: str) -> str:
+    """A command's "Examples" epilog: one command per line, never rewrapped (click's \\b)."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
 
 
 def model_folder(
@@ -40,10 +70,11 @@ def model_folder(
     from gpt2cli.store.layout import TOKENIZER_ONLY, WHOLE_MODEL
     from gpt2cli.store.resolve import resolve_model
 
-    return resolve_model(
-        model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty(),
-        need=TOKENIZER_ONLY if tokenizer_only else WHOLE_MODEL, warn=note,
-    )  # fmt: skip
+    with results_only():
+        return resolve_model(
+            model, revision=revision, weights_dir=weights_dir, offline=offline, progress=stderr_is_tty(),
+            need=TOKENIZER_ONLY if tokenizer_only else WHOLE_MODEL, warn=note,
+        )  # fmt: skip
 
 
 def open_session(model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool):
@@ -57,56 +88,64 @@ def show_stats(prompt_len: int, generated: int, started: float, first_token: Opt
     elapsed = time.perf_counter() - started
     rate = generated / elapsed if elapsed > 0 else float("inf")
     ttft = f", first token after {first_token - started:.2f} s" if first_token else ""
-    note(f"{prompt_len} prompt tokens, {generated} new in {elapsed:.2f} s ({rate:.1f} tokens/s{ttft})")
+    note(f"{render.count(prompt_len, 'prompt token')}, {generated} new in {elapsed:.2f} s ({rate:.1f} tokens/s{ttft})")
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli generate \"The meaning of life is\"\n\n"
-    "  gpt2cli generate -m ./my-finetuned-gpt2 -n 50 \"Hello\"\n\n"
-    "  echo \"Once upon\" | gpt2cli generate -n 20 --seed 1\n\n"
-    "  gpt2cli generate -t 0 -n 50 \"def fib(n):\" --stop \"\\n\\n\"\n\n"
-    "  gpt2cli generate -N 3 --json \"Hello\" | jq .text",
+    epilog=examples(
+        "gpt2cli generate \"The meaning of life is\"",
+        "gpt2cli generate -m ./my-finetuned-gpt2 -n 50 \"Hello\"",
+        "echo \"Once upon\" | gpt2cli generate -n 20 --seed 1",
+        "gpt2cli generate -t 0 -n 50 \"def fib(n):\" --stop $'\\n\\n'",
+        "gpt2cli generate -N 3 --json \"Hello\" | jq .text",
+    ),
 )
 def generate(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
     temperature: Annotated[
-        Optional[float], typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy (default 1.0).")
+        Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy (default 1.0).")
     ] = None,
     top_k: Annotated[
         Optional[int],
         typer.Option(
-            "-k", "--top-k",
+            "-k", "--top-k", metavar="K",
             help="Sample among the k most likely tokens, 0 = off (default 50); with --penalty-alpha, the "
             "candidates contrastive search compares (default 4).",
         ),
     ] = None,  # fmt: skip
     top_p: TopPOpt = 1.0,
     min_p: Annotated[
-        float, typer.Option("--min-p", help="Drop tokens less likely than this times the top token; 0 = off.")
+        float, typer.Option("--min-p", metavar="P", help="Drop tokens less likely than this times the top token; 0 = off.")
     ] = 0.0,
     typical_p: Annotated[
-        float, typer.Option("--typical-p", help="Typical sampling: keep the most typical tokens up to this mass; 1 = off.")
+        float, typer.Option("--typical-p", metavar="P", help="Typical sampling: keep the most typical tokens up to this mass; 1 = off.")
     ] = 1.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     no_repeat_ngram: NoRepeatNgramOpt = 0,
     penalty_alpha: Annotated[
         Optional[float],
         typer.Option(
-            "--penalty-alpha",
+            "--penalty-alpha", metavar="A",
             help="Contrastive search (deterministic): each step picks among the -k most likely tokens by "
             "(1 - A) * probability - A * similarity to the text so far.",
         ),
     ] = None,
     seed: SeedOpt = None,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End the output before this text (repeatable).")] = None,
+    stop: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--stop", metavar="TEXT",
+            help="End the output before this text (repeatable). \\n, \\t and \\\\ are read as newline, tab and "
+            "backslash: --stop '\\n\\n' ends at a blank line; write a literal backslash-n as '\\\\n'.",
+        ),
+    ] = None,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
     echo: Annotated[bool, typer.Option("--echo", help="Print the prompt before the continuation.")] = False,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the text only when it is complete.")] = False,
     num_samples: Annotated[
-        int, typer.Option("-N", "--num-samples", max=256, help="Samples decoded together, printed one after another.")
+        int, typer.Option("-N", "--num-samples", max=256, metavar="N", help="Samples decoded together, printed one after another.")
     ] = 1,
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -124,7 +163,7 @@ def generate(
 
     request = Request(
         max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha,
-        seed, tuple(stop or ()), ignore_eos, num_samples, on_overflow,
+        seed, stop_strings(stop), ignore_eos, num_samples, on_overflow,
     ).check()  # before the model loads, so a typo fails at once
     text = read_prompt(prompt)
     session = open_session(model, revision, weights_dir, offline)
@@ -142,19 +181,20 @@ def generate(
             out.write(shown.take())
     if json_out:
         for row in run.rows:
-            out.json_line(render.completion_record(row, len(ids), prompt=text if echo else None))
+            out.json_line(render.completion_record(row, run.prompt_tokens, prompt=text if echo else None))
     else:
         out.write(shown.rest())
     out.end()
     if stats if stats is not None else stderr_is_tty():
-        show_stats(len(ids), sum(len(r.tokens) for r in run.rows), started, first)
+        show_stats(run.prompt_tokens, sum(len(r.tokens) for r in run.rows), started, first)
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli score \"The cat sat on the mat.\"\n\n"
-    "  cat essay.txt | gpt2cli score --json | jq .perplexity\n\n"
-    "  gpt2cli score --stride 512 --json < book.txt | jq .perplexity",
+    epilog=examples(
+        "gpt2cli score \"The cat sat on the mat.\"",
+        "cat essay.txt | gpt2cli score --json | jq .perplexity",
+        "gpt2cli score --stride 512 --json < book.txt | jq .perplexity",
+    ),
 )
 def score(
     text: TextArg = None,
@@ -162,7 +202,7 @@ def score(
     stride: Annotated[
         Optional[int],
         typer.Option(
-            "--stride",
+            "--stride", metavar="S",
             help="Score text of any length: windows of the context's length every STRIDE tokens, each token scored "
             "once with at least context - STRIDE tokens before it (transformers' sliding-window perplexity).",
         ),
@@ -191,7 +231,10 @@ def score(
 
 
 @app.command(
-    epilog="Examples:\n\n  gpt2cli tokenize \"Hello world\"\n\n  echo 'naïve café' | gpt2cli tokenize --json",
+    epilog=examples(
+        "gpt2cli tokenize \"Hello world\"",
+        "echo 'naïve café' | gpt2cli tokenize --json",
+    ),
 )
 def tokenize(
     text: TextArg = None,
@@ -217,34 +260,35 @@ def tokenize(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli beam \"The meaning of life is\"\n\n"
-    "  gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"\n\n"
-    "  gpt2cli beam -b 6 --groups 3 --diversity-penalty 1.0 \"Once upon a time\"\n\n"
-    "  echo \"Hello\" | gpt2cli beam --no-compare > best.txt\n\n"
-    "  gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
+    epilog=examples(
+        "gpt2cli beam \"The meaning of life is\"",
+        "gpt2cli beam -b 8 -r 3 --length-penalty 2 --no-repeat-ngram 3 \"Once upon a time\"",
+        "gpt2cli beam -b 6 --groups 3 --diversity-penalty 1.0 \"Once upon a time\"",
+        "echo \"Hello\" | gpt2cli beam --no-compare > best.txt",
+        "gpt2cli beam --json \"Hello\" | jq '.beams[].score'",
+    ),
 )
 def beam(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 40,
-    beams: Annotated[int, typer.Option("-b", "--beams", max=256, help="Beams searched together (1 = greedy).")] = 4,
+    beams: Annotated[int, typer.Option("-b", "--beams", max=256, metavar="B", help="Beams searched together (1 = greedy).")] = 4,
     num_return: Annotated[
-        Optional[int], typer.Option("-r", "--num-return", help="Best hypotheses to show, 1 to --beams; default: all of them.")
+        Optional[int], typer.Option("-r", "--num-return", metavar="R", help="Best hypotheses to show, 1 to --beams; default: all of them.")
     ] = None,
     length_penalty: Annotated[
         float,
-        typer.Option("--length-penalty", help="Score = logprob / length ** this; > 0 favours longer hypotheses."),
+        typer.Option("--length-penalty", metavar="X", help="Score = logprob / length ** this; > 0 favours longer hypotheses."),
     ] = 1.0,
     early_stopping: EarlyStoppingOpt = EarlyStopping.FALSE,
     no_repeat_ngram: NoRepeatNgramOpt = 0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     groups: Annotated[
-        int, typer.Option("--groups", help="Diverse beam search: groups of beams that avoid each other's tokens (divides --beams).")
+        int, typer.Option("--groups", metavar="G", help="Diverse beam search: groups of beams that avoid each other's tokens (divides --beams).")
     ] = 1,
     diversity_penalty: Annotated[
         float,
-        typer.Option("--diversity-penalty", help="With --groups > 1: cost of a token per earlier group that chose it this step (> 0)."),
+        typer.Option("--diversity-penalty", metavar="F", help="With --groups > 1: cost of a token per earlier group that chose it this step (> 0)."),
     ] = 0.0,
     compare: Annotated[
         bool,
@@ -252,9 +296,9 @@ def beam(
     ] = True,
     temperature: TemperatureOpt = 1.0,
     top_k: TopKOpt = 50,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the comparison sample.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, metavar="SEED", help="Seed of the comparison sample.")] = 0,
     width: Annotated[
-        Optional[int], typer.Option("--width", help="Table width in columns; default: the terminal's (or $COLUMNS).")
+        Optional[int], typer.Option("--width", metavar="COLUMNS", help="Table width in columns; default: the terminal's (or $COLUMNS).")
     ] = None,
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -307,11 +351,12 @@ def beam(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli compare \"The meaning of life is\"\n\n"
-    "  gpt2cli compare -n 60 -s greedy -s contrastive:alpha=0.6,k=4 -s top-p:p=0.92,temperature=0.7 \"Once upon\"\n\n"
-    "  gpt2cli compare --json \"Hello\" | jq '.rows[] | [.name, .rep_2]'\n\n"
-    "  gpt2cli compare --list",
+    epilog=examples(
+        "gpt2cli compare \"The meaning of life is\"",
+        "gpt2cli compare -n 60 -s greedy -s contrastive:alpha=0.6,k=4 -s top-p:p=0.92,temperature=0.7 \"Once upon\"",
+        "gpt2cli compare --json \"Hello\" | jq '.rows[] | [.name, .rep_2]'",
+        "gpt2cli compare --list",
+    ),
 )
 def compare(
     prompt: PromptArg = None,
@@ -319,12 +364,12 @@ def compare(
     max_tokens: MaxTokensOpt = 40,
     strategy: Annotated[
         Optional[list[str]],
-        typer.Option("-s", "--strategy", help="A decoding as NAME or NAME:key=value,... (repeatable); see --list."),
+        typer.Option("-s", "--strategy", metavar="SPEC", help="A decoding as NAME or NAME:key=value,... (repeatable); see --list."),
     ] = None,
     list_strategies: Annotated[bool, typer.Option("--list", help="List the decodings and their settings.")] = False,
-    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the sampled rows (the table is reproducible).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, metavar="SEED", help="Seed of the sampled rows (the table is reproducible).")] = 0,
     width: Annotated[
-        Optional[int], typer.Option("--width", help="Table width in columns; default: the terminal's (or $COLUMNS).")
+        Optional[int], typer.Option("--width", metavar="COLUMNS", help="Table width in columns; default: the terminal's (or $COLUMNS).")
     ] = None,
     json_out: JsonOpt = False,
     allow_special: AllowSpecialOpt = False,
@@ -371,45 +416,46 @@ def compare(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli batch prompts.jsonl -o results.jsonl -n 64\n\n"
-    "  gpt2cli batch --lines prompts.txt -t 0 -n 20 | jq -r .text\n\n"
-    "  gpt2cli batch --score texts.jsonl -o scores.jsonl\n\n"
-    "  (rerun the same command after an interruption: records already in -o FILE are skipped)",
+    epilog=examples(
+        "gpt2cli batch prompts.jsonl -o results.jsonl -n 64",
+        "gpt2cli batch --lines prompts.txt -t 0 -n 20 | jq -r .text",
+        "gpt2cli batch --score texts.jsonl -o scores.jsonl",
+        "(rerun the same command after an interruption: records already in -o FILE are skipped)",
+    ),
 )
 def batch(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines file of records (or - for stdin).")],
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", help="Append results to this file; a rerun skips the ids it holds.")
+        Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds.")
     ] = None,
     lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
     score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
-    stride: Annotated[Optional[int], typer.Option("--stride", help="With --score: as score's --stride.")] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", metavar="S", help="With --score: as score's --stride.")] = None,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (they already are: records run in order).")] = False,
     on_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster (pip install \"gpt2cli[ray]\").")] = False,
     ray_address: Annotated[
         Optional[str],
-        typer.Option("--ray-address", help="With --ray: the cluster (auto, ray://host:port); default $RAY_ADDRESS, else a local Ray."),
+        typer.Option("--ray-address", metavar="ADDRESS", help="With --ray: the cluster (auto, ray://host:port); default $RAY_ADDRESS, else a local Ray."),
     ] = None,
     ray_actors: Annotated[
-        Optional[int], typer.Option("--ray-actors", min=1, help="With --ray: actors decoding (default: the cluster's CPUs).")
+        Optional[int], typer.Option("--ray-actors", min=1, metavar="N", help="With --ray: actors decoding (default: the cluster's CPUs).")
     ] = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
     temperature: Annotated[
-        Optional[float], typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy (default 1.0).")
+        Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy (default 1.0).")
     ] = None,
-    top_k: Annotated[Optional[int], typer.Option("-k", "--top-k", help="As generate's -k (default 50; 4 with --penalty-alpha).")] = None,
+    top_k: Annotated[Optional[int], typer.Option("-k", "--top-k", metavar="K", help="As generate's -k (default 50; 4 with --penalty-alpha).")] = None,
     top_p: TopPOpt = 1.0,
-    min_p: Annotated[float, typer.Option("--min-p", help="As generate's --min-p; 0 = off.")] = 0.0,
-    typical_p: Annotated[float, typer.Option("--typical-p", help="As generate's --typical-p; 1 = off.")] = 1.0,
+    min_p: Annotated[float, typer.Option("--min-p", metavar="P", help="As generate's --min-p; 0 = off.")] = 0.0,
+    typical_p: Annotated[float, typer.Option("--typical-p", metavar="P", help="As generate's --typical-p; 1 = off.")] = 1.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     no_repeat_ngram: NoRepeatNgramOpt = 0,
-    penalty_alpha: Annotated[Optional[float], typer.Option("--penalty-alpha", help="As generate's: contrastive search.")] = None,
+    penalty_alpha: Annotated[Optional[float], typer.Option("--penalty-alpha", metavar="A", help="As generate's: contrastive search.")] = None,
     seed: Annotated[
-        int, typer.Option("--seed", min=0, help="A record without its own seed samples with one derived from this and its id.")
+        int, typer.Option("--seed", min=0, metavar="SEED", help="A record without its own seed samples with one derived from this and its id.")
     ] = 0,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", help="End each output before this text (repeatable).")] = None,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", metavar="TEXT", help="End each output before this text (repeatable).")] = None,
     ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
     allow_special: AllowSpecialOpt = False,
     on_overflow: OverflowOpt = Overflow.SLIDE,
@@ -426,7 +472,7 @@ def batch(
     from gpt2cli.session import Request
 
     defaults = Request(
-        max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, tuple(stop or ()), ignore_eos, 1,
+        max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, stop_strings(stop), ignore_eos, 1,
         on_overflow,
     ).check()  # fmt: skip
     if stride is not None and not score_texts:
@@ -473,7 +519,7 @@ def batch(
         note(f"{tally.duplicates} record{'s' if tally.duplicates != 1 else ''} repeated an earlier id: skipped")
     if tally.failed:
         note(f"{tally.failed} of {tally.done + tally.failed} records failed: each has an \"error\" line in the output")
-        raise typer.Exit(5)
+        raise typer.Exit(6)
 
 
 def _open_input(source: str):
@@ -503,15 +549,16 @@ def _batch_progress():
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli download gpt2\n\n"
-    "  gpt2cli download openai-community/gpt2-medium --revision main\n\n"
-    "  gpt2cli download distilgpt2 --weights-dir ~/models --force\n\n"
-    "  gpt2cli generate -m \"$(gpt2cli download gpt2-large)\" \"Hello\"",
+    epilog=examples(
+        "gpt2cli download gpt2",
+        "gpt2cli download openai-community/gpt2-medium --revision main",
+        "gpt2cli download distilgpt2 --weights-dir ~/models --force",
+        "gpt2cli generate -m \"$(gpt2cli download gpt2-large)\" \"Hello\"",
+    ),
 )
 def download(
     model: Annotated[
-        str, typer.Argument(help="A name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.")
+        str, typer.Argument(metavar="MODEL", help="A name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.")
     ],
     revision: RevisionOpt = None,
     weights_dir: WeightsDirOpt = None,
@@ -526,9 +573,10 @@ def download(
     from gpt2cli.store.hub import folder_size
     from gpt2cli.store.resolve import download_model
 
-    done = download_model(
-        model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty(), warn=note
-    )
+    with results_only():
+        done = download_model(
+            model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty(), warn=note
+        )
     if done.fetched:
         note(f"downloaded {model} ({render.human_size(folder_size(done.folder))})")
     else:
@@ -539,10 +587,11 @@ def download(
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli models\n\n"
-    "  gpt2cli models --weights-dir ~/models\n\n"
-    "  gpt2cli models --json | jq -r 'select(.downloaded) | .folder'",
+    epilog=examples(
+        "gpt2cli models",
+        "gpt2cli models --weights-dir ~/models",
+        "gpt2cli models --json | jq -r 'select(.downloaded) | .folder'",
+    ),
 )
 def models(weights_dir: WeightsDirOpt = None, json_out: JsonOpt = False) -> None:
     """List the model names and every downloaded model: downloaded or not, size on disk, folder."""
@@ -559,12 +608,13 @@ def models(weights_dir: WeightsDirOpt = None, json_out: JsonOpt = False) -> None
 
 
 @app.command(
-    epilog="Examples:\n\n"
-    "  gpt2cli rm gpt2-medium\n\n"
-    "  gpt2cli rm someone/tiny-gpt2 --revision v1 -y",
+    epilog=examples(
+        "gpt2cli rm gpt2-medium",
+        "gpt2cli rm someone/tiny-gpt2 --revision v1 -y",
+    ),
 )
 def rm(
-    model: Annotated[str, typer.Argument(help="A downloaded model: name or Hub repo owner/name.")],
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="A downloaded model: name or Hub repo owner/name.")],
     revision: RevisionOpt = None,
     weights_dir: WeightsDirOpt = None,
     yes: Annotated[bool, typer.Option("-y", "--yes", help="Do not ask for confirmation.")] = False,

@@ -7,6 +7,7 @@ and checks them.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
@@ -70,12 +71,14 @@ class EarlyStopping(str, Enum):
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "-m", "--model", envvar="GPT2CLI_MODEL", show_envvar=True,
+        "-m", "--model", envvar="GPT2CLI_MODEL", show_envvar=True, metavar="MODEL",
         help="Model: a folder with config.json, model.safetensors, vocab.json, merges.txt; "
         "or a name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) or Hub repo owner/name.",
     ),
 ]  # fmt: skip
-RevisionOpt = Annotated[Optional[str], typer.Option("--revision", help="Hub branch, tag or commit to use.")]
+RevisionOpt = Annotated[Optional[str], typer.Option("--revision", metavar="REV", help="Hub branch, tag or commit to use.")]
+
+
 def _weights_dir(value: str | Path) -> Path:
     """An empty --weights-dir would silently mean the current folder (and litter it with .locks/)."""
     if isinstance(value, str) and not value.strip():
@@ -86,34 +89,34 @@ def _weights_dir(value: str | Path) -> Path:
 WeightsDirOpt = Annotated[
     Optional[Path],
     typer.Option(
-        "--weights-dir", envvar="GPT2CLI_WEIGHTS", parser=_weights_dir, help="Folder holding downloaded models."
+        "--weights-dir", envvar="GPT2CLI_WEIGHTS", parser=_weights_dir, metavar="DIR", help="Folder holding downloaded models."
     ),
 ]
 OfflineOpt = Annotated[bool, typer.Option("--offline", help="Never touch the network (as HF_HUB_OFFLINE=1).")]
 PromptArg = Annotated[
     Optional[str],
-    typer.Argument(help="Prompt text; omit it or pass - to read stdin (piped stdin also comes before PROMPT)."),
+    typer.Argument(metavar="PROMPT", show_default=False, help="Prompt text; omit it or pass - to read stdin (piped stdin also comes before PROMPT)."),
 ]
-TextArg = Annotated[Optional[str], typer.Argument(help="The text; omit it or pass - to read stdin.")]
+TextArg = Annotated[Optional[str], typer.Argument(metavar="TEXT", show_default=False, help="The text; omit it or pass - to read stdin.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 AllowSpecialOpt = Annotated[
     bool, typer.Option("--allow-special", help="Treat <|endoftext|> in the text as the special token, not as text.")
 ]
-MaxTokensOpt = Annotated[int, typer.Option("-n", "--max-tokens", help="How many new tokens, at most.")]
-TemperatureOpt = Annotated[float, typer.Option("-t", "--temperature", help="Sampling temperature; 0 = greedy.")]
-TopKOpt = Annotated[int, typer.Option("-k", "--top-k", help="Sample among the k most likely tokens; 0 = off.")]
+MaxTokensOpt = Annotated[int, typer.Option("-n", "--max-tokens", metavar="N", help="How many new tokens, at most.")]
+TemperatureOpt = Annotated[float, typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy.")]
+TopKOpt = Annotated[int, typer.Option("-k", "--top-k", metavar="K", help="Sample among the k most likely tokens; 0 = off.")]
+TopPOpt = Annotated[float, typer.Option("-p", "--top-p", metavar="P", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
+SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, metavar="SEED", help="Random seed: the same seed and options give the same text.")]
 RepetitionPenaltyOpt = Annotated[
     float,
     typer.Option(
-        "--repetition-penalty",
+        "--repetition-penalty", metavar="F",
         help="Scores of tokens already in the text (prompt included) divided by this (multiplied if negative); 1 = off.",
     ),
-]
+]  # fmt: skip
 NoRepeatNgramOpt = Annotated[
-    int, typer.Option("--no-repeat-ngram", help="No n-gram of this size appears twice (prompt included); 0 = off.")
+    int, typer.Option("--no-repeat-ngram", metavar="N", help="No n-gram of this size appears twice (prompt included); 0 = off.")
 ]
-TopPOpt = Annotated[float, typer.Option("-p", "--top-p", help="Nucleus sampling mass in (0, 1]; 1 = off.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", min=0, help="Random seed: the same seed and options give the same text.")]
 OverflowOpt = Annotated[
     Overflow,
     typer.Option(
@@ -135,3 +138,18 @@ EarlyStoppingOpt = Annotated[
         "never = judge that at --max-tokens when --length-penalty > 0.",
     ),
 ]
+
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\"}
+
+
+def stop_strings(values: Optional[list[str]]) -> tuple[str, ...]:
+    """--stop's values with \\n, \\t and \\\\ understood (so `--stop "\\n\\n"` means a blank line, as
+    users type it); any other backslash stays as it is. An empty stop string is a usage error: it
+    would end every output before its first character."""
+    stops = []
+    for value in values or ():
+        text = re.sub(r"\\([nt\\])", lambda m: _ESCAPES[m.group(1)], value)
+        if not text:
+            raise typer.BadParameter("must not be empty (it would stop before the first character)", param_hint="'--stop'")
+        stops.append(text)
+    return tuple(stops)

@@ -3,10 +3,14 @@ stderr for notes. Knows TTY from pipe; knows nothing of models."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
-from typing import IO
+from typing import IO, Iterator
+
+from gpt2cli.cli import signals
 
 
 class OutputClosed(Exception):
@@ -26,12 +30,23 @@ class Writer:
         self.at_line_start = True
 
     def write(self, text: str, *, flush: bool = True) -> None:
+        """Writes text; a signal meanwhile takes effect between chunks of whole characters."""
+        self._write(text, _CHUNK, flush)
+
+    def write_whole(self, text: str) -> None:
+        """Writes text as one piece: a signal meanwhile takes effect only once all of it is out."""
+        self._write(text, None, True)
+
+    def _write(self, text: str, chunk: int | None, flush: bool) -> None:
         if not text:
             return
+        data = text.encode("utf-8", errors="replace")
         try:
-            self._write_all(text.encode("utf-8", errors="replace"))
-            if flush:
-                self.stream.flush()
+            for piece in _whole_characters(data, chunk):
+                with signals.output():  # a signal during the piece is raised after it
+                    self._write_all(piece)
+                    if flush:
+                        self.stream.flush()
         except BrokenPipeError:
             raise OutputClosed() from None
         self.wrote = True
@@ -49,8 +64,8 @@ class Writer:
             view = view[n:]
 
     def json_line(self, obj: dict) -> None:
-        """One JSON object per line; a non-finite number (a -inf beam score) becomes null, as JSON has none."""
-        self.write(json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False) + "\n")
+        """One JSON object per line, written whole; a non-finite number (a -inf beam score) becomes null."""
+        self.write_whole(json.dumps(_finite(obj), ensure_ascii=False, allow_nan=False) + "\n")
 
     def end(self) -> None:
         """Closes the output: a terminal gets a final newline (so the prompt starts on its own line)."""
@@ -62,6 +77,23 @@ class Writer:
             raise OutputClosed() from None
         except ValueError:  # already closed
             pass
+
+
+_CHUNK = 16384  # bytes written between two chances for a signal to stop the output
+
+
+def _whole_characters(data: bytes, size: int | None) -> Iterator[bytes]:
+    """data in pieces of about `size` bytes, each ending on a UTF-8 character boundary."""
+    if size is None or len(data) <= size:
+        yield data
+        return
+    start = 0
+    while start < len(data):
+        end = min(start + size, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # a continuation byte: not a boundary
+            end += 1
+        yield data[start:end]
+        start = end
 
 
 def _finite(value):
@@ -131,3 +163,12 @@ def stderr_is_tty() -> bool:
         return sys.stderr.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+@contextlib.contextmanager
+def results_only() -> Iterator[None]:
+    """Whatever a library prints on sys.stdout meanwhile (huggingface_hub prints some errors while
+    it imports) goes to stderr: stdout carries results only."""
+    target = sys.stderr if sys.stderr is not None else open(os.devnull, "w")
+    with contextlib.redirect_stdout(target):
+        yield

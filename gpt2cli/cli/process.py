@@ -2,68 +2,82 @@
 and every failure turned into one line on stderr (the traceback too under GPT2CLI_DEBUG=1).
 
 Exit codes: 0 ok, 1 unexpected error, 2 usage (bad option, unknown model, missing files),
-3 broken checkpoint or tokenizer, 4 download failure, 5 some batch records failed, 130 interrupted (Ctrl-C), 141 stdout
-closed (e.g. `| head`), 143 terminated (SIGTERM).
+3 broken checkpoint or tokenizer, 4 download failure, 5 stdout cannot be written (disk full),
+6 some batch records failed, 130 interrupted (Ctrl-C), 141 stdout closed (e.g. `| head`), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import signal
 import sys
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
+from gpt2cli.cli import signals
 from gpt2cli.cli.app import app
 from gpt2cli.cli.options import FLAGS
 from gpt2cli.cli.output import OutputClosed, note
+from gpt2cli.cli.signals import Terminated
 from gpt2cli.errors import GPT2CLIError, OptionError
 
 
-class Terminated(BaseException):
-    """SIGINT or SIGTERM, raised by our handler so that one clean exit path runs for both.
+def route_warnings() -> None:
+    """Python warnings (numpy's, a library's) as at most one gpt2cli note per kind, without file
+    paths or source lines; numpy's floating-point warnings not at all: where a non-finite number
+    matters (logits, scores, JSON) the code checks for it and says so itself."""
+    import warnings
 
-    A BaseException, so no `except Exception` on the way (ours, click's, a library's) swallows it;
-    not a KeyboardInterrupt, which click turns into a bare exit code before main() sees it.
-    """
+    warnings.filterwarnings("ignore", message=r".* encountered in ", category=RuntimeWarning)
+    shown: set = set()
 
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+    def show(message, category, filename, lineno, file=None, line=None):
+        kind = (category, _one_line(str(message)).split(". ")[0])  # the first sentence names the kind
+        if kind not in shown:
+            shown.add(kind)
+            note(f"warning: {_one_line(str(message))} ({category.__name__})")
 
-
-def _on_signal(signum, frame):
-    raise Terminated(signum)
+    warnings.showwarning = show
 
 
 def _one_line(message: str) -> str:
     return " ".join(str(message).split())
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point: runs the app and maps every known failure to one stderr line and an exit code."""
+def main(argv: Optional[list[str]] = None, early_signal: Callable[[], Optional[int]] = lambda: None) -> int:
+    """Entry point: runs the app and maps every known failure to one stderr line and an exit code.
+
+    early_signal(): a signal that arrived before main() took over (run() records them while importing).
+    """
     exc = _click_exceptions()
     debug = os.environ.get("GPT2CLI_DEBUG") == "1"
     command = typer.main.get_command(app)
     args = sys.argv[1:] if argv is None else list(argv)
-    if not args:  # a usage error like any other: the help goes to stderr, not stdout
+    completing = os.environ.get("_GPT2CLI_COMPLETE")  # the shell asks for completions with no arguments
+    if not args and not completing:
+        # A usage error like any other (a script that forgot its arguments must not see success): the
+        # help goes to stderr, not stdout, and the exit code is 2, as click's own usage errors.
         try:
             with contextlib.redirect_stdout(sys.stderr):
                 command.main(args=["--help"], prog_name="gpt2cli", standalone_mode=False)
         except (OSError, ValueError):  # stderr closed: the exit code still says what happened
             pass
         return 2
-    previous = _catch_signals()
+    previous = signals.catch()
     try:
         try:
-            code = _run_command(command, args, exc, debug)
+            early = early_signal()
+            code = 128 + early if early else _run_command(command, args, exc, debug)
+            held = signals.exiting()  # inside the try: a signal just before it is still caught below
         except Terminated as e:  # the signal came while an error was being reported
-            code = e.exit_code
-        return _flush_stdout(code)
+            code, held = e.exit_code, signals.exiting()
+        # From here on signals only record themselves: the exit path cannot become a traceback.
+        code = _flush_stdout(code)
+        return code or (128 + held if held else 0)  # held: came during a write that then failed
     finally:
-        _restore_signals(previous)
+        signals.restore(previous)
 
 
 def _run_command(command, args: list[str], exc, debug: bool) -> int:
@@ -83,7 +97,7 @@ def _run_command(command, args: list[str], exc, debug: bool) -> int:
         return result if isinstance(result, int) else 0
     except exc.UsageError as e:
         where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
-        return fail(f"error: {_one_line(e.format_message())}{where}", 2)
+        return fail(f"error: {_one_line(e.format_message()).rstrip('.')}{where}", 2)
     except exc.ClickException as e:
         return fail(f"error: {_one_line(e.format_message())}", e.exit_code)
     except OptionError as e:  # said in the library's terms: name the options instead
@@ -108,6 +122,9 @@ def _run_command(command, args: list[str], exc, debug: bool) -> int:
     except MemoryError:
         return fail("error: out of memory; try a smaller model, fewer --num-samples or --beams", 1)
     except OSError as e:
+        if e.errno in _FULL and e.filename is None:  # a stream write, not a file we opened: stdout
+            _silence_stdout()  # what stdout still buffers can never be written: drop it quietly
+            return fail(f"error: cannot write the output: {e.strerror}; free some space or send stdout elsewhere", 5)
         return fail(f"error: {_one_line(e)}", 1)
     except Exception as e:  # noqa: BLE001 - the last line of defence: never a traceback for users
         return fail(
@@ -115,8 +132,13 @@ def _run_command(command, args: list[str], exc, debug: bool) -> int:
         )
 
 
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # stdout's disk is full (or the file may grow no more)
+
+
 def _flush_stdout(code: int) -> int:
-    """Pushes out what stdout still buffers; a reader gone by now still means 141."""
+    """Pushes out what stdout still buffers (signals only record themselves by now; the Writer
+    flushed every piece, so this is at most what click or typer printed); a reader gone by now
+    still means 141."""
     try:
         if sys.stdout is not None:
             sys.stdout.flush()
@@ -124,36 +146,8 @@ def _flush_stdout(code: int) -> int:
         _silence_stdout()
         return code or 141
     except (ValueError, OSError):
-        pass
-    except Terminated as e:  # a signal while the last bytes drain (a reader that stopped reading)
-        _silence_stdout()  # so the interpreter's own final flush cannot block again
-        return code or e.exit_code
+        _silence_stdout()  # so the interpreter's own final flush cannot fail again, into a traceback
     return code
-
-
-def _catch_signals() -> dict:
-    """SIGINT and SIGTERM raise Terminated from here on; returns the handlers to restore.
-
-    A signal the parent set to be ignored (`nohup`, background jobs) stays ignored.
-    """
-    previous = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        try:
-            old = signal.getsignal(signum)
-            if old is not signal.SIG_IGN:
-                signal.signal(signum, _on_signal)
-                previous[signum] = old
-        except (ValueError, OSError):  # not the main thread (main() called from a thread)
-            pass
-    return previous
-
-
-def _restore_signals(previous: dict) -> None:
-    for signum, handler in previous.items():
-        try:
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        except (ValueError, OSError, TypeError):
-            pass
 
 
 def _click_exceptions():

@@ -6,7 +6,7 @@ Tables are for terminals (wrapped to a width, control characters neutralised); r
 
 from __future__ import annotations
 
-import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -112,7 +112,7 @@ def _pad(text: str, width: int, right: bool = False) -> str:
 
 def render_beam_table(prompt: str, prompt_tokens: int, rows: list[DecodingRow], width: int) -> str:
     """The prompt once, then one row per decoding with its text wrapped to fit `width` columns."""
-    cells = [(r.label, f"{r.score:.3f}", f"{r.avg_logprob:.3f}", r.finish_reason) for r in rows]
+    cells = [(r.label, score_text(r.score), score_text(r.avg_logprob), r.finish_reason) for r in rows]
     return decodings_table(
         prompt, prompt_tokens, ("decoding", "score", "avg lp", "end"), list(zip(cells, (r.text for r in rows))), width,
         right=(1, 2),
@@ -132,7 +132,7 @@ def decodings_table(
     text_indent = indent if beside else 4
     text_width = max(width - text_indent, 1)
 
-    label = f"prompt ({prompt_tokens} token{'s' if prompt_tokens != 1 else ''}): "
+    label = f"prompt ({count(prompt_tokens, 'token')}): "
     shown = prompt or "(empty: generation starts from <|endoftext|>)"
     if display_width(label) + 20 <= width:
         prompt_lines = wrap_text(shown, width - len(label))
@@ -214,12 +214,43 @@ def score_record(s: "Scored") -> dict:
 
 
 def score_table(s: "Scored", tokenizer: "Tokenizer") -> str:
-    rows = [f"{'token':>8}  {'logprob':>9}  text"]
+    rows = [f"{'id':>8}  {'logprob':>9}  token"]
     for token, lp in zip(s.tokens, s.logprobs):
-        piece = tokenizer.token_bytes(token).decode("utf-8", errors="backslashreplace")
-        rows.append(f"{token:>8}  {lp:>9.4f}  {json.dumps(piece, ensure_ascii=False)}")
-    rows.append(f"total logprob {s.total:.4f} over {len(s.tokens)} tokens, perplexity {s.perplexity:.3f}")
+        rows.append(f"{token:>8}  {lp:>9.4f}  {quoted_bytes(tokenizer.token_bytes(token))}")
+    rows.append(f"total logprob {s.total:.4f} over {count(len(s.tokens), 'token')}, perplexity {s.perplexity:.3f}")
     return "\n".join(rows) + "\n"
+
+
+_SHOWN = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def quoted_bytes(data: bytes) -> str:
+    """A token's bytes in double quotes: the text as it is, with \\n, \\t, \\", \\\\ and \\xNN for control
+    characters and for bytes that are only part of a UTF-8 character (each escape written once)."""
+    out = []
+    for ch in data.decode("utf-8", errors="surrogateescape"):
+        if ch in _SHOWN:
+            out.append(_SHOWN[ch])
+        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # a byte that is not a whole character on its own
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif unicodedata.category(ch) == "Cc":
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def count(n: int, noun: str) -> str:
+    """'1 token', '2 tokens'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def score_text(x: float) -> str:
+    """A score with at least four significant digits (-0.000123, not -0.000), three decimals at least."""
+    if not math.isfinite(x) or x == 0:
+        return f"{x:.3f}"
+    decimals = max(3, 3 - math.floor(math.log10(abs(x))))
+    return f"{x:.{decimals}f}"
 
 
 def tokens_record(ids: list[int], tokenizer: "Tokenizer") -> dict:

@@ -6,7 +6,9 @@ Pure: token ids and bytes in, strings out. Nothing here prints.
 
 from __future__ import annotations
 
+import bisect
 import codecs
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -29,6 +31,48 @@ class Detokenizer:
         return self._decoder.decode(b"", final=True)
 
 
+class StopStrings:
+    """Stop strings prepared so that finding them costs the same for 10 of them or 10,000.
+
+    A stop ending at a position is found by looking up the text's suffix of each distinct stop
+    length in a set (at most as many lookups as the longest stop has characters); the longest end
+    of the text that could still grow into a stop is found by bisecting the sorted stops.
+    """
+
+    def __init__(self, stops: tuple[str, ...]):
+        self.sorted = sorted(set(s for s in stops if s))
+        self.by_length: dict[int, set[str]] = {}
+        for stop in self.sorted:
+            self.by_length.setdefault(len(stop), set()).add(stop)
+        self.lengths = sorted(self.by_length)
+        self.longest = self.lengths[-1] if self.lengths else 0
+
+    def first_start(self, text: str, new_from: int) -> int:
+        """Where the earliest stop in text begins, among those ending after new_from; -1 if none."""
+        first = -1
+        for end in range(max(new_from + 1, 1), len(text) + 1):
+            for n in self.lengths:
+                if n > end:
+                    break
+                if (first < 0 or end - n < first) and text[end - n : end] in self.by_length[n]:
+                    first = end - n
+        return first
+
+    def held_suffix(self, text: str) -> int:
+        """Length of the longest end of text that is the start (not the whole) of a stop string."""
+        for n in range(min(self.longest - 1, len(text)), 0, -1):
+            tail = text[-n:]
+            i = bisect.bisect_left(self.sorted, tail)
+            if i < len(self.sorted) and self.sorted[i].startswith(tail):
+                return n
+        return 0
+
+
+@functools.lru_cache(maxsize=8)
+def _prepared(stops: tuple[str, ...]) -> StopStrings:
+    return StopStrings(stops)  # shared by the rows of one generate call, prepared once
+
+
 class SampleText:
     """One sample's text as it streams, with stop strings: add() decoded pieces, take() what is safe
     to show (a possible start of a stop string is held back); once a stop string appears, the text
@@ -36,7 +80,7 @@ class SampleText:
     """
 
     def __init__(self, stops: tuple[str, ...] = ()):
-        self.stops = tuple(s for s in stops if s)
+        self.stops = _prepared(tuple(stops))
         self.text = ""  # everything decoded so far (cut at the stop once found)
         self.emitted = 0  # how much of text take() has handed out
         self.stopped = False
@@ -47,12 +91,13 @@ class SampleText:
             return
         if new_token:
             self.token_starts.append(len(self.text))
-        searched = max(0, len(self.text) - max(map(len, self.stops), default=0))
+        searched = len(self.text)  # the text so far held no stop: only ends in the new piece can
         self.text += piece
-        hits = [i for i in (self.text.find(s, searched) for s in self.stops) if i >= 0]
-        if hits:
-            self.text = self.text[: min(hits)]
-            self.stopped = True
+        if self.stops.longest:
+            start = self.stops.first_start(self.text, searched)
+            if start >= 0:
+                self.text = self.text[:start]
+                self.stopped = True
 
     def take(self) -> str:
         """New text that can be shown now."""
@@ -71,13 +116,7 @@ class SampleText:
 
     def _held_suffix(self) -> int:
         """Length of the longest end of the text that could still grow into a stop string."""
-        longest = 0
-        for stop in self.stops:
-            for n in range(min(len(stop) - 1, len(self.text)), longest, -1):
-                if self.text.endswith(stop[:n]):
-                    longest = n
-                    break
-        return longest
+        return self.stops.held_suffix(self.text[-self.stops.longest :]) if self.stops.longest else 0
 
     def _emit(self, upto: int) -> str:
         upto = max(upto, self.emitted)

@@ -11,6 +11,7 @@ import os
 import shutil
 import sys
 import time
+import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool, holds: s
     folder survives a failure or an interrupt so the next run resumes it; the final folder only ever
     appears complete, with its marker. Files the user added to an existing folder are carried over.
     """
+    _check_endpoint()  # before huggingface_hub is imported: it prints a bad one's error on stdout
     root = folder.parent
     _make_root(root)
     staging = staging_folder(folder)
@@ -73,6 +75,23 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool, holds: s
             shutil.rmtree(staging, ignore_errors=True)
             raise
     return folder
+
+
+def _check_endpoint() -> None:
+    url = endpoint()
+    if url is None:
+        return
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+        reason = None if parts.scheme in ("http", "https") and parts.hostname else "not an http(s) address"
+    except ValueError as e:
+        reason = str(e)
+    if reason:
+        raise UsageError(
+            f"HF_ENDPOINT {url!r} is not a valid URL ({reason}); set it to the Hub's address, "
+            "such as https://huggingface.co, or unset it"
+        )
 
 
 def _make_root(root: Path) -> None:
@@ -220,7 +239,8 @@ def _progress_bar(name: str, size: int | None, shown: bool):
         return
     from huggingface_hub.utils import tqdm
 
-    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr) as bar:
+    # leave=False: a finished bar is erased, so nothing of it is left between the command and its output
+    with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr, leave=False) as bar:
         yield bar
 
 
@@ -340,8 +360,9 @@ def _convert_error(e: Exception, ref: HubRef, root: Path) -> GPT2CLIError:
         )
     connect_errors, transport_errors = _network_errors()
     if isinstance(e, (*connect_errors, hf["OfflineModeIsEnabled"], hf["LocalEntryNotFoundError"])):
-        return DownloadError(
-            f"cannot reach the Hub at {hub_url} to download {what}; check the network, or {_ALTERNATIVES}"
+        return DownloadError(  # --offline would not help here: this model is not on disk
+            f"cannot reach the Hub at {hub_url} to download {what}; check the network and HF_ENDPOINT, or run "
+            "`gpt2cli download` where the Hub is reachable and pass --model PATH to the folder it prints"
         )
     if isinstance(e, hf["EntryNotFoundError"]):
         return DownloadError(f"the Hub is missing a file of {what} that it listed ({_first_line(e)}); {_RETRY}")
