@@ -89,7 +89,8 @@ def run_records_on_ray(
         return tally
     for name in ("ray", "ray.data"):  # Ray's progress notes and logs stay off stdout and out of pipes
         logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray(\.|$)")  # Ray's notes to itself
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")  # Ray's notes to itself (deprecations inside Ray Data)
+
     started_here = not ray.is_initialized()
     if started_here:
         ray.init(
@@ -102,13 +103,14 @@ def run_records_on_ray(
         context.execution_options.preserve_order = False
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
         dataset = ray.data.from_items([{"item": pickle.dumps(item)} for item in todo])
-        # Each actor computes on one core; an actor that dies is started again and its records retried.
+        # Each actor computes on one core. Ray Data restarts an actor that dies and retries its records
+        # (its actor pools default to unlimited restarts and task retries).
         results = dataset.map_batches(
             _RecordWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(pool, len(todo))), num_cpus=1,
             fn_constructor_kwargs=dict(
                 spec=spec, defaults=defaults, seed=seed, score=score, stride=stride, allow_special=allow_special
             ),
-            max_restarts=3, max_task_retries=3, runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}},
+            runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}},
         )  # fmt: skip
         for row in results.iter_rows():
             result = json.loads(row["result"])
