@@ -57,7 +57,7 @@ def test_beam_table_shows_small_scores_with_significant_digits():
 
 
 def test_stats_note_says_1_prompt_token(capsys):
-    from gpt2cli.cli.app import show_stats
+    from gpt2cli.cli.common import show_stats
 
     show_stats(1, 5, 0.0, None)
     assert "1 prompt token," in capsys.readouterr().err

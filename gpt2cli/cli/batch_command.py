@@ -1,0 +1,152 @@
+"""batch: many records from a file, one result line each, locally or on Ray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gpt2cli.cli.options import (
+    AllowSpecialOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
+    NoRepeatNgramOpt, RepetitionPenaltyOpt, RevisionOpt, stop_strings, TopPOpt, WeightsDirOpt,
+)  # fmt: skip
+from gpt2cli.cli.output import Writer, note, stderr_is_tty
+from gpt2cli.decoding.generate import Overflow
+from gpt2cli.errors import UsageError
+from gpt2cli.cli.common import command_group, examples, model_folder, open_session
+
+commands = command_group()
+
+
+@commands.command(
+    epilog=examples(
+        "gpt2cli batch prompts.jsonl -o results.jsonl -n 64",
+        "gpt2cli batch --lines prompts.txt -t 0 -n 20 | jq -r .text",
+        "gpt2cli batch --score texts.jsonl -o scores.jsonl",
+        "(rerun the same command after an interruption: records already in -o FILE are skipped)",
+    ),
+)
+def batch(
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines file of records (or - for stdin).")],
+    output: Annotated[
+        Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds.")
+    ] = None,
+    lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
+    score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
+    stride: Annotated[Optional[int], typer.Option("--stride", metavar="S", help="With --score: as score's --stride.")] = None,
+    ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (they already are: records run in order).")] = False,
+    on_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster (pip install \"gpt2cli[ray]\").")] = False,
+    ray_address: Annotated[
+        Optional[str],
+        typer.Option("--ray-address", metavar="ADDRESS", help="With --ray: the cluster (auto, ray://host:port); default $RAY_ADDRESS, else a local Ray."),
+    ] = None,
+    ray_actors: Annotated[
+        Optional[int], typer.Option("--ray-actors", min=1, metavar="N", help="With --ray: actors decoding (default: the cluster's CPUs).")
+    ] = None,
+    model: ModelOpt = "gpt2",
+    max_tokens: MaxTokensOpt = 100,
+    temperature: Annotated[
+        Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy (default 1.0).")
+    ] = None,
+    top_k: Annotated[Optional[int], typer.Option("-k", "--top-k", metavar="K", help="As generate's -k (default 50; 4 with --penalty-alpha).")] = None,
+    top_p: TopPOpt = 1.0,
+    min_p: Annotated[float, typer.Option("--min-p", metavar="P", help="As generate's --min-p; 0 = off.")] = 0.0,
+    typical_p: Annotated[float, typer.Option("--typical-p", metavar="P", help="As generate's --typical-p; 1 = off.")] = 1.0,
+    repetition_penalty: RepetitionPenaltyOpt = 1.0,
+    no_repeat_ngram: NoRepeatNgramOpt = 0,
+    penalty_alpha: Annotated[Optional[float], typer.Option("--penalty-alpha", metavar="A", help="As generate's: contrastive search.")] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", min=0, metavar="SEED", help="A record without its own seed samples with one derived from this and its id.")
+    ] = 0,
+    stop: Annotated[Optional[list[str]], typer.Option("--stop", metavar="TEXT", help="End each output before this text (repeatable).")] = None,
+    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
+    allow_special: AllowSpecialOpt = False,
+    on_overflow: OverflowOpt = Overflow.SLIDE,
+    revision: RevisionOpt = None,
+    weights_dir: WeightsDirOpt = None,
+    offline: OfflineOpt = False,
+) -> None:
+    """Run many prompts (or texts to score) from a file: one JSON result per record, written as each
+    finishes; resumable with -o. Each record may override any decoding option (see README)."""
+    import sys
+
+    from gpt2cli.batch.local import run_records
+    from gpt2cli.batch.records import Output, read_records
+    from gpt2cli.session import Request
+
+    defaults = Request(
+        max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, stop_strings(stop), ignore_eos, 1,
+        on_overflow,
+    ).check()  # fmt: skip
+    if stride is not None and not score_texts:
+        raise UsageError("--stride goes with --score (it says how long texts are scored); add --score or drop --stride")
+    if (ray_address or ray_actors) and not on_ray:
+        raise UsageError("--ray-address and --ray-actors go with --ray; add --ray or drop them")
+    if on_ray:
+        from gpt2cli.batch.ray import import_ray
+
+        import_ray()  # before anything else, so a missing Ray is said at once
+    stream = _open_input(source)
+    writer = Writer()
+    out = Output(output, writer.write)
+    progress = _batch_progress() if stderr_is_tty() else (lambda tally: None)
+    records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
+    options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
+    try:
+        if on_ray:
+            from gpt2cli.batch.ray import ModelSpec, run_records_on_ray
+            from gpt2cli.session import check_stride
+            from gpt2cli.store.config import read_config
+
+            if stride is not None:  # checked once here, not in every record
+                check_stride(read_config(model_folder(model, revision, weights_dir, offline) / "config.json").n_positions, stride)
+            spec = ModelSpec(model, revision, None if weights_dir is None else str(weights_dir), offline)
+            tally = run_records_on_ray(
+                spec, records, out, address=ray_address, actors=ray_actors, show_progress=stderr_is_tty(), **options
+            )
+        else:
+            session = open_session(model, revision, weights_dir, offline)
+            if stride is not None:
+                session.check_stride(stride)
+            tally = run_records(session, records, out, **options)
+    finally:
+        out.close()
+        if stream is not sys.stdin:
+            stream.close()
+        if stderr_is_tty():
+            sys.stderr.write("\r\033[K")
+    writer.end()
+    if tally.skipped:
+        note(f"{tally.skipped} record{'s' if tally.skipped != 1 else ''} already in {output}: skipped")
+    if tally.duplicates:
+        note(f"{tally.duplicates} record{'s' if tally.duplicates != 1 else ''} repeated an earlier id: skipped")
+    if tally.failed:
+        note(f"{tally.failed} of {tally.done + tally.failed} records failed: each has an \"error\" line in the output")
+        raise typer.Exit(6)
+
+
+def _open_input(source: str):
+    import sys
+
+    if source == "-":
+        return sys.stdin
+    try:
+        return open(source, encoding="utf-8", errors="replace")
+    except OSError as e:
+        raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
+
+
+def _batch_progress():
+    import sys
+
+    def show(tally) -> None:
+        try:
+            sys.stderr.write(
+                f"\r\033[Kbatch: {tally.done} done, {tally.failed} failed, {tally.tokens_per_second:.1f} tokens/s"
+            )
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+    return show
