@@ -70,7 +70,7 @@ def tensor_shapes(n_layer: int, n_embd: int, vocab: int, n_positions: int) -> di
 def write_random_model(folder: Path, n_layer: int, n_head: int, n_embd: int, *, vocab: int = 50257, n_positions: int = 1024) -> Path:
     """A random float32 GPT-2 in the Hub's layout, streamed tensor by tensor (gpt2-xl's 6 GB never sits in memory).
 
-    tests/modelfactory.write_model builds every tensor in float64 and the whole file in memory, which
+    tests/support/models.write_model builds every tensor in float64 and the whole file in memory, which
     for gpt2-xl costs minutes and ~20 GB; this writes the same layout (config keys, bare names, the real
     tokenizer) with float32 draws. A tokenizer.json is added for transformers (as the Hub has), so its
     tokenizer loads the fast way.
