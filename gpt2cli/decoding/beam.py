@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from gpt2cli.decoding.generate import check_logits
 from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.engine.model import kv_cache_bytes
 from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
 
 F32 = np.float32
@@ -105,6 +106,11 @@ def validate_options(
         raise InvalidValue("length_penalty", "must be a finite number from -100 to 100", length_penalty)
 
 
+def cache_bytes(config, prompt_tokens: int, max_new_tokens: int, num_beams: int) -> int:
+    """The most memory beam_search() fills with keys and values: every beam holds the prompt and its new tokens."""
+    return kv_cache_bytes(config, num_beams, min(config.n_positions, max(prompt_tokens, 1) + max_new_tokens))
+
+
 def beam_search(
     model,
     prompt_ids: list[int],
@@ -161,7 +167,7 @@ def beam_search(
     running[0] = 0.0
     identity = np.arange(num_beams)
 
-    cache = model.new_cache(1, capacity=total)
+    cache = model.new_cache(1, capacity=total - 1)  # the last token chosen is never fed back
     logits = model.forward(sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill for every beam
     cache = cache.repeat(num_beams)
 

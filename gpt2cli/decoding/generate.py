@@ -14,8 +14,9 @@ import numpy as np
 
 from gpt2cli.decoding.sampling import Sampler
 from gpt2cli.engine.kernels import log_softmax
-from gpt2cli.engine.model import GPT2Model, Progress
+from gpt2cli.engine.model import GPT2Model, Progress, kv_cache_bytes
 from gpt2cli.errors import CheckpointError, ContextOverflowError, InvalidValue, UsageError
+from gpt2cli.spec import GPT2Config
 
 
 class Overflow(str, Enum):
@@ -40,13 +41,24 @@ class Step:
     eos: np.ndarray  # [B] bool: the row has ended with <|endoftext|> (at this step or before)
 
 
+class NonFiniteLogits(CheckpointError):
+    """The model computed NaN or infinite logits: its weights are broken (the caller knows which files)."""
+
+
 def check_logits(logits: np.ndarray) -> np.ndarray:
     """Returns logits unchanged; NaN or infinite ones mean broken weights, which no decoding can use."""
     if not np.isfinite(logits).all():
-        raise CheckpointError(
+        raise NonFiniteLogits(
             "the model's logits are NaN or infinite: the weights hold NaN/inf values; re-download the model"
         )
     return logits
+
+
+def cache_bytes(config: GPT2Config, prompt_tokens: int, max_new_tokens: int, num_samples: int = 1) -> int:
+    """The most memory generate() fills with keys and values: every row holds the prompt and its new
+    tokens, up to the context (a slide starts a cache no longer than that)."""
+    positions = min(config.n_positions, max(prompt_tokens, 1) + max_new_tokens)
+    return kv_cache_bytes(config, num_samples, positions)
 
 
 def check_options(max_new_tokens: int, num_samples: int = 1, on_overflow: Overflow | str = Overflow.SLIDE) -> None:
@@ -128,10 +140,12 @@ def _steps(
     model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, warn, warned, prefill_progress
 ) -> Iterator[Step]:
     n_ctx = model.config.n_positions
-    capacity = min(n_ctx, len(prompt) + max_new_tokens)
-    one = model.new_cache(1, capacity)
-    logits = model.forward(np.asarray([prompt]), one, progress=prefill_progress)  # [1, V]
-    cache = one.repeat(num_samples) if num_samples > 1 else one
+    # Sized to what the run can reach (the last token chosen is never fed back), not the context.
+    capacity = min(n_ctx, len(prompt) + max_new_tokens - 1)
+    cache = model.new_cache(1, capacity)
+    logits = model.forward(np.asarray([prompt]), cache, progress=prefill_progress)  # [1, V]
+    if num_samples > 1:
+        cache = cache.repeat(num_samples)  # (the batch-1 cache is let go)
     logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
     history = [np.asarray([prompt] * num_samples)]  # [B, T] chunks, only read when sliding
     eos = np.zeros(num_samples, dtype=bool)
@@ -153,7 +167,9 @@ def _steps(
                 warned = True
             recent = np.concatenate(history, axis=1)[:, -window:]  # [B, window]
             history = [recent]
-            cache = model.new_cache(num_samples, n_ctx)
+            # steps i+1 .. max_new_tokens-1 are left, and all but the last feed a token back
+            cache = None  # let the full cache go before the next one is filled
+            cache = model.new_cache(num_samples, min(n_ctx, window + max_new_tokens - i - 2))
             logits = model.forward(recent, cache, progress=prefill_progress)
         else:
             logits = model.forward(tokens[:, None], cache)  # [B, V]

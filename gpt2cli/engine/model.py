@@ -26,6 +26,12 @@ _QUERY_TILE = 128
 _SPLIT_ROWS = 32
 
 
+def kv_cache_bytes(config: GPT2Config, rows: int, positions: int) -> int:
+    """Bytes of keys and values once `positions` positions of `rows` rows are written: a key and a
+    value (2) of n_embd float32s (4 bytes) in each of n_layer layers, per position per row."""
+    return 2 * config.n_layer * config.n_embd * 4 * rows * positions
+
+
 class KVCache:
     """Keys and values of every layer for a batch of sequences that share one length.
 
