@@ -55,7 +55,7 @@ def _tokens(model, prompt, n, samples, monkeypatch, force_full=False):
 def test_the_cache_of_a_short_run_holds_prompt_plus_new_tokens_not_the_context(folder, monkeypatch):
     model = load_model(folder)
     _, seen = _tokens(model, [5, 6, 7, 8, 9], 4, 3, monkeypatch)
-    assert seen == [(1, 5 + 4 - 1)]  # one prefill cache, repeated into 3 rows of the same size
+    assert seen == [(1, 5 + 4 - 1)]  # one prefill cache, shared by 3 rows
     caches = Capacities(model, monkeypatch)
     beam_search(model, [5, 6, 7, 8, 9], num_beams=3, max_new_tokens=4)
     assert caches.seen == [(1, 5 + 4 - 1)]
@@ -73,11 +73,46 @@ def test_a_slide_starts_a_cache_of_what_is_left_not_of_the_whole_context(folder,
 
 
 def test_the_estimate_is_two_tensors_of_n_embd_floats_per_layer_position_and_row():
-    assert kv_cache_bytes(GPT2_SMALL, 1, 1) == 2 * 12 * 768 * 4
-    # -N 256 with a 1000-token prompt and -n 100 on GPT-2 small: 256 rows of the full 1024 positions
-    assert generate_module.cache_bytes(GPT2_SMALL, 1000, 100, 256) == 256 * 1024 * 2 * 12 * 768 * 4
-    assert beam_module.cache_bytes(GPT2_SMALL, 1000, 24, 256) == 256 * 1024 * 2 * 12 * 768 * 4
-    assert generate_module.cache_bytes(GPT2_SMALL, 10, 5, 4) == 4 * 15 * 2 * 12 * 768 * 4
+    per_position = 2 * 12 * 768 * 4
+    assert kv_cache_bytes(GPT2_SMALL, 1, 1) == per_position
+    # the prompt once, each row's own new positions (the last token chosen is never fed back)
+    assert generate_module.cache_bytes(GPT2_SMALL, 10, 5, 4) == (10 + 4 * 4) * per_position
+    assert generate_module.cache_bytes(GPT2_SMALL, 10, 5, 1) == 14 * per_position
+    assert beam_module.cache_bytes(GPT2_SMALL, 1000, 24, 256) == (1000 + 256 * 23) * per_position
+    # -N 64 with a 1000-token prompt and -n 100 slides: then every row holds its own window
+    assert generate_module.cache_bytes(GPT2_SMALL, 1000, 100, 64) == 64 * (512 + 100) * per_position
+
+
+def test_samples_and_beams_hold_the_prompt_once(folder, monkeypatch):
+    model = load_model(folder)
+    prompt = [5, 6, 7, 8, 9, 10, 11, 12]
+    for run in (
+        lambda: list(generate(model, prompt, Sampler(SamplingOptions(1.0, 0, 1.0), seed=1), 6, num_samples=4)),
+        lambda: beam_search(model, prompt, num_beams=4, max_new_tokens=6),
+    ):
+        caches = []
+        forward = model.forward
+        monkeypatch.setattr(model, "forward", lambda tokens, cache, **kw: (caches.append(cache), forward(tokens, cache, **kw))[1])
+        run()
+        monkeypatch.undo()
+        rows = caches[-1]
+        assert rows.batch == 4 and rows.prefix.k.shape[1] == 1 and rows.prefix.length == len(prompt)
+        assert rows.own.k.shape[3] == 6 - 1  # each row's own new positions, nothing of the prompt
+
+
+def test_shared_prompt_logits_equal_copied_prompt_logits_to_float_rounding(folder):
+    model = load_model(folder)
+    rng = np.random.default_rng(0)
+    one = model.new_cache(1, 30)
+    model.forward(rng.integers(0, 250, size=(1, 18)), one)
+    copied, shared = one.repeat(5), one.share(5)
+    for step in range(10):
+        tokens = rng.integers(0, 250, size=(5, 1))
+        a, b = model.forward(tokens, copied), model.forward(tokens, shared)
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max())
+        if step == 4:  # beam search moves rows between steps
+            copied.reorder(np.array([2, 2, 0, 4, 1]))
+            shared.reorder(np.array([2, 2, 0, 4, 1]), same_prefix=np.full(5, 18))  # rows agree on the prompt
 
 
 @pytest.fixture
@@ -105,7 +140,7 @@ def test_a_run_that_cannot_fit_is_a_usage_error_before_the_weights_load(folder, 
         assert flag in line, line
     # 2 layers x 64 floats x 2 x 4 bytes = 1 KiB per position per row; "a b c d" is 7 tiny-BPE tokens
     assert "with a 7-token prompt" in line, line
-    assert f"needs ~{256 * (7 + 20) * 1024 / 1e6:.1f} MB for keys and values, 2.0 MB available" in line, line
+    assert f"needs ~{(7 + 256 * 19) * 1024 / 1e6:.1f} MB for keys and values, 2.0 MB available" in line, line
 
 
 def test_a_run_that_fits_goes_ahead(folder, monkeypatch):

@@ -107,8 +107,10 @@ def validate_options(
 
 
 def cache_bytes(config, prompt_tokens: int, max_new_tokens: int, num_beams: int) -> int:
-    """The most memory beam_search() fills with keys and values: every beam holds the prompt and its new tokens."""
-    return kv_cache_bytes(config, num_beams, min(config.n_positions, max(prompt_tokens, 1) + max_new_tokens))
+    """The most memory beam_search() fills with keys and values: the prompt once, each beam's new tokens
+    (but the last, never fed back) after it."""
+    prompt = max(prompt_tokens, 1)
+    return kv_cache_bytes(config, 1, prompt + num_beams * max(min(max_new_tokens - 1, config.n_positions - prompt), 0))
 
 
 def beam_search(
@@ -169,7 +171,7 @@ def beam_search(
 
     cache = model.new_cache(1, capacity=total - 1)  # the last token chosen is never fed back
     logits = model.forward(sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill for every beam
-    cache = cache.repeat(num_beams)
+    cache = cache.share(num_beams)  # the prompt's keys and values held once for every beam
 
     finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
     for step in range(1, max_new_tokens + 1):

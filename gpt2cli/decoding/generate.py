@@ -55,10 +55,18 @@ def check_logits(logits: np.ndarray) -> np.ndarray:
 
 
 def cache_bytes(config: GPT2Config, prompt_tokens: int, max_new_tokens: int, num_samples: int = 1) -> int:
-    """The most memory generate() fills with keys and values: every row holds the prompt and its new
-    tokens, up to the context (a slide starts a cache no longer than that)."""
-    positions = min(config.n_positions, max(prompt_tokens, 1) + max_new_tokens)
-    return kv_cache_bytes(config, num_samples, positions)
+    """The most memory generate() fills with keys and values (an upper bound under every overflow mode).
+
+    Until the context fills: the prompt once and each row's own new positions. After a slide the
+    rows' windows differ, so each row holds its own window plus the steps left.
+    """
+    n_ctx = config.n_positions
+    prompt = min(max(prompt_tokens, 1), n_ctx - 1)  # what a slide's prompt cut keeps at most
+    reached = min(n_ctx, prompt + max_new_tokens - 1)  # the last token chosen is never fed back
+    positions = prompt + num_samples * (reached - prompt) if num_samples > 1 else reached
+    if prompt + max_new_tokens - 1 > n_ctx:  # it slides
+        positions = max(positions, num_samples * min(n_ctx, n_ctx // 2 + max_new_tokens))
+    return kv_cache_bytes(config, 1, positions)
 
 
 def check_options(max_new_tokens: int, num_samples: int = 1, on_overflow: Overflow | str = Overflow.SLIDE) -> None:
@@ -145,7 +153,7 @@ def _steps(
     cache = model.new_cache(1, capacity)
     logits = model.forward(np.asarray([prompt]), cache, progress=prefill_progress)  # [1, V]
     if num_samples > 1:
-        cache = cache.repeat(num_samples)  # (the batch-1 cache is let go)
+        cache = cache.share(num_samples)  # the prompt's keys and values held once for every row
     logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
     history = [np.asarray([prompt] * num_samples)]  # [B, T] chunks, only read when sliding
     eos = np.zeros(num_samples, dtype=bool)
