@@ -805,7 +805,8 @@ def test_weights_holding_nan_are_a_broken_checkpoint(base_model, tmp_path):
     _save(folder, tensors)
     for command in (["generate", "-n", "2"], ["beam", "-n", "2", "--json"], ["score", "--json"]):
         line = assert_one_error_line(run(*command, "-m", folder, "hi"), code=3)
-        assert REMEDY.search(line)
+        # a folder gpt2cli did not download: named, and re-downloading is not the remedy
+        assert str(folder) in line and line.endswith("fix or replace its weights"), line
 
 
 def test_no_arguments_with_stderr_closed_is_still_a_usage_error():
