@@ -186,7 +186,8 @@ class Session:
     def beam(self, ids: list[int], *, progress: Progress | None = None, **options) -> list[Decoded]:
         """The best hypotheses of beam search (decoding.beam.beam_search's options), best first."""
         beams, new = options.get("num_beams", 1), options.get("max_new_tokens", 1)
-        check_memory(beam_module.cache_bytes(self.config, len(ids), new, beams), "num_beams", beams, len(ids), new)
+        if isinstance(beams, int) and isinstance(new, int) and beams >= 1 and new >= 1:  # else beam_search says what is wrong
+            check_memory(beam_module.cache_bytes(self.config, len(ids), new, beams), "num_beams", beams, len(ids), new)
         with self._weights_named():
             hyps = beam_search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, **options)
         return [self._decoded(h.tokens, h.score, h.logprob, h.finish_reason) for h in hyps]
