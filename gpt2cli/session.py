@@ -7,15 +7,18 @@ knows about terminals, options or exit codes.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 
+from gpt2cli.decoding import beam as beam_module
+from gpt2cli.decoding import generate as generate_module
 from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.contrastive import contrastive_search
-from gpt2cli.decoding.generate import Overflow, check_logits, fit_prompt, generate
+from gpt2cli.decoding.generate import NonFiniteLogits, Overflow, check_logits, fit_prompt, generate
 from gpt2cli.decoding.group_beam import group_beam_search
 from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import Strategy
@@ -23,14 +26,15 @@ from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
 from gpt2cli.errors import CheckpointError, InvalidValue, ModelNotFoundError, OptionError, UsageError
+from gpt2cli.spec import GPT2Config
 from gpt2cli.store.checkpoint import load_weights
 from gpt2cli.store.config import read_config
-from gpt2cli.store.layout import CONFIG_FILE, check_readable, remedy
+from gpt2cli.store.layout import CONFIG_FILE, MARKER, check_readable, remedy
 from gpt2cli.store.tokenizer import Tokenizer
 
 
-def load_model(folder: Path) -> GPT2Model:
-    """A ready GPT2Model from a checkpoint folder (config.json + safetensors)."""
+def load_config(folder: Path) -> GPT2Config:
+    """A model folder's config.json, after checking the folder is one."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelNotFoundError(f"{folder}: no such model folder; pass --model a GPT-2 model folder")
@@ -39,8 +43,42 @@ def load_model(folder: Path) -> GPT2Model:
         raise ModelNotFoundError(
             f"{folder}: no config.json, so this is not a model folder; pass --model a GPT-2 model folder"
         )
-    cfg = read_config(folder / CONFIG_FILE)
-    return GPT2Model(cfg, load_weights(folder, cfg))
+    return read_config(folder / CONFIG_FILE)
+
+
+def load_model(folder: Path) -> GPT2Model:
+    """A ready GPT2Model from a checkpoint folder (config.json + safetensors)."""
+    cfg = load_config(folder)
+    return GPT2Model(cfg, load_weights(Path(folder), cfg))
+
+
+def available_memory() -> int | None:
+    """Bytes the system can still hand out without swapping (/proc/meminfo's MemAvailable); None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the kernel counts in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
+
+
+def check_memory(needed: int, rows_param: str, rows: int, prompt_tokens: int, max_new_tokens: int) -> None:
+    """Raises a usage error, before anything is allocated, when the run's keys and values cannot fit in memory."""
+    available = available_memory()
+    if available is None or needed <= available:
+        return
+    raise OptionError(
+        f"{{{rows_param}}} {rows} with a {prompt_tokens}-token prompt and {{max_new_tokens}} {max_new_tokens} needs "
+        f"~{_size(needed)} for keys and values, {_size(available)} available; "
+        f"lower {{{rows_param}}} or {{max_new_tokens}}",
+        rows_param, "max_new_tokens",
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -138,27 +176,54 @@ class Request:
 
 
 class Session:
-    """A model and its tokenizer, loaded once."""
+    """A model and its tokenizer, loaded once; the weights only when first needed.
 
-    def __init__(self, model: GPT2Model, tokenizer: Tokenizer):
-        self.model = model
+    Opened from a folder, the config and tokenizer are read at once and the weights at the first
+    call that runs the model, so a run that cannot fit in memory is refused before they load.
+    """
+
+    def __init__(self, model: GPT2Model | None, tokenizer: Tokenizer, *, folder: Path | None = None, config: GPT2Config | None = None):
+        self._model = model
         self.tokenizer = tokenizer
+        self.folder = folder  # where the weights come from (None: a model built in memory)
+        self.config = model.config if model is not None else config
 
     @classmethod
     def open(cls, folder: Path) -> "Session":
-        """Loads the folder's weights and tokenizer, and checks that they belong together."""
-        model = load_model(folder)
+        """Reads the folder's config and tokenizer and checks that they belong together."""
+        folder = Path(folder)
+        config = load_config(folder)
         tokenizer = Tokenizer.from_folder(folder)
-        if tokenizer.n_vocab > model.config.vocab_size:
+        if tokenizer.n_vocab > config.vocab_size:
             raise CheckpointError(
                 f"{folder}: the tokenizer has {tokenizer.n_vocab} tokens but config.json's vocab_size is "
-                f"{model.config.vocab_size}; the tokenizer files do not belong to these weights: {remedy(folder)}"
+                f"{config.vocab_size}; the tokenizer files do not belong to these weights: {remedy(folder)}"
             )
-        return cls(model, tokenizer)
+        return cls(None, tokenizer, folder=folder, config=config)
+
+    @property
+    def model(self) -> GPT2Model:
+        if self._model is None:
+            self._model = GPT2Model(self.config, load_weights(self.folder, self.config))
+        return self._model
 
     @property
     def eos(self) -> int:
-        return self.model.config.eos_token_id
+        return self.config.eos_token_id
+
+    @contextmanager
+    def _weights_named(self) -> Iterator[None]:
+        """NaN/inf logits come out naming the model's folder, with the remedy that fits it."""
+        try:
+            yield
+        except NonFiniteLogits:
+            if self.folder is None:
+                raise
+            downloaded = (self.folder / MARKER).is_file()
+            remedy = "re-download the model (gpt2cli download with --force)" if downloaded else "fix or replace its weights"
+            raise CheckpointError(
+                f"{self.folder}: the model's logits are NaN or infinite: its weights hold NaN/inf values; {remedy}"
+            ) from None
 
     def prompt_ids(self, text: str, allow_special: bool = False) -> list[int]:
         """Token ids of a prompt; an empty prompt is <|endoftext|> (unconditional generation)."""
@@ -185,16 +250,22 @@ class Session:
         contrastive=(penalty_alpha, top_k): contrastive search instead of the sampler (one row; it does
         not slide). Options and the prompt's fit are checked now, before anything is decoded.
         """
+        generate_module.check_options(max_new_tokens, num_samples, on_overflow)
+        rows_needed = 1 if contrastive is not None else num_samples
+        needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, rows_needed)
+        if contrastive is not None:  # the k candidates' rows hold the whole sequence each
+            needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, 1) * contrastive[1]
+        check_memory(needed, "num_samples", num_samples, len(ids), max_new_tokens)
         if contrastive is not None:
             if Overflow.of(on_overflow) is Overflow.TRUNCATE:
-                ids = fit_prompt(ids, self.model.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn)
+                ids = fit_prompt(ids, self.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn)
             alpha, top_k = contrastive
             steps = contrastive_search(
                 self.model, ids, penalty_alpha=alpha, top_k=top_k, max_new_tokens=max_new_tokens,
                 eos_token_id=None if ignore_eos else self.eos, penalties=penalties, logprobs=logprobs,
                 prefill_progress=progress,
             )  # fmt: skip
-            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps, len(ids))
+            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps, len(ids), self._weights_named)
         steps = generate(
             self.model, ids, sampler, max_new_tokens,
             num_samples=num_samples, eos_token_id=self.eos, ignore_eos=ignore_eos, logprobs=logprobs,
@@ -202,8 +273,8 @@ class Session:
         )  # fmt: skip
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
         # generate() has checked the fit already (and warned): this only learns the length it kept
-        seen = fit_prompt(ids, self.model.config.n_positions, max_new_tokens, on_overflow, lambda message: None)
-        return Generation(rows, steps, len(seen))
+        seen = fit_prompt(ids, self.config.n_positions, max_new_tokens, on_overflow, lambda message: None)
+        return Generation(rows, steps, len(seen), self._weights_named)
 
     def run(
         self, ids: list[int], request: Request, *, logprobs: bool = False, warn: Callable[[str], None] = lambda m: None,
@@ -221,8 +292,12 @@ class Session:
     def beam(self, ids: list[int], *, progress: Progress | None = None, **options) -> list[Decoded]:
         """The best hypotheses of beam search (decoding.beam.beam_search's options), best first; with
         num_groups and diversity_penalty, diverse beam search (decoding.group_beam)."""
+        beams, new = options.get("num_beams", 1), options.get("max_new_tokens", 1)
+        if isinstance(beams, int) and isinstance(new, int) and beams >= 1 and new >= 1:  # else beam_search says what is wrong
+            check_memory(beam_module.cache_bytes(self.config, len(ids), new, beams), "num_beams", beams, len(ids), new)
         search = group_beam_search if "num_groups" in options else beam_search  # 1 group: beam_search
-        hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, **options)
+        with self._weights_named():
+            hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, **options)
         return [self._decoded(h.tokens, h.score, h.logprob, h.finish_reason) for h in hyps]
 
     def decode_one(self, ids: list[int], sampler: Sampler, max_new_tokens: int, length_penalty: float = 1.0) -> Decoded:
@@ -232,12 +307,13 @@ class Session:
             self.model, ids, sampler, max_new_tokens, eos_token_id=self.eos, logprobs=True, on_overflow=Overflow.ERROR
         )
         try:
-            for step in steps:
-                tokens.append(int(step.tokens[0]))
-                logprobs.append(float(step.logprobs[0]))
-                if tokens[-1] == self.eos:
-                    reason = "eos"
-                    break
+            with self._weights_named():
+                for step in steps:
+                    tokens.append(int(step.tokens[0]))
+                    logprobs.append(float(step.logprobs[0]))
+                    if tokens[-1] == self.eos:
+                        reason = "eos"
+                        break
         finally:
             steps.close()
         logprob = math.fsum(logprobs)
@@ -247,15 +323,16 @@ class Session:
         """Each token's log-probability given <|endoftext|> and the tokens before it."""
         if not ids:
             raise UsageError("nothing to score: the text is empty")
-        n_ctx = self.model.config.n_positions
+        n_ctx = self.config.n_positions
         if len(ids) > n_ctx:
             raise UsageError(f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx}; split the text")
         seq = np.asarray([[self.tokenizer.eot] + ids])  # [1, T+1]
         cache = self.model.new_cache(1, len(ids))
         logits = self.model.forward(seq[:, :-1], cache, all_logits=True, progress=progress)[0]  # [T, V]
-        logprobs = log_softmax(check_logits(logits))[np.arange(len(ids)), ids]  # [T]
+        with self._weights_named():
+            logprobs = log_softmax(check_logits(logits))[np.arange(len(ids)), ids]  # [T]
         total = float(logprobs.sum())
-        return Scored(ids, logprobs, total, math.exp(-total / len(ids)))
+        return Scored(ids, logprobs, total, _perplexity(total, len(ids)))
 
     def token_logprobs(self, ids: list[int], continuation: list[int]) -> list[float]:
         """Each continuation token's log-probability under the raw distribution, given ids and the tokens
@@ -264,7 +341,8 @@ class Session:
             return []
         seq = np.asarray([ids + continuation[:-1]])  # [1, T]
         logits = self.model.forward(seq, self.model.new_cache(1, seq.shape[1]), all_logits=True)[0, len(ids) - 1 :]
-        return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
+        with self._weights_named():
+            return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
 
     def compare(self, ids: list[int], strategy: Strategy, max_new_tokens: int, seed: int | None = 0) -> Compared:
         """One strategy's continuation of ids (which must leave room for max_new_tokens in the context)."""
@@ -288,7 +366,7 @@ class Session:
 
     def check_stride(self, stride: int) -> int:
         """Raises InvalidValue unless 1 <= stride <= the context; returns the context."""
-        return check_stride(self.model.config.n_positions, stride)
+        return check_stride(self.config.n_positions, stride)
 
     def score_strided(self, ids: list[int], stride: int, progress: Progress | None = None) -> Scored:
         """Scores a text of any length with transformers' sliding-window recipe ("Perplexity of
@@ -307,7 +385,8 @@ class Session:
             # The positions no earlier window scored; a window's first token has no history in it (only
             # with stride == n_ctx), so, as in the recipe, it stays unscored (NaN).
             targets = np.arange(max(scored, begin + 1), end)
-            lp = log_softmax(check_logits(self.model.logits(h[targets - begin - 1])))  # [n, V]
+            with self._weights_named():
+                lp = log_softmax(check_logits(self.model.logits(h[targets - begin - 1])))  # [n, V]
             logprobs[targets - 1] = lp[np.arange(len(targets)), x[targets]]
             scored = end
             if progress is not None:
@@ -362,25 +441,32 @@ class Generation:
     going end with "length".
     """
 
-    def __init__(self, rows: list[Completion], steps: Iterator, prompt_tokens: int):
+    def __init__(
+        self, rows: list[Completion], steps: Iterator, prompt_tokens: int, errors: Callable[[], ContextManager] = nullcontext
+    ):
         self.rows = rows
-        self.prompt_tokens = prompt_tokens  # the prompt's tokens the model reads (after --on-overflow's cut)
         self._steps = steps
+        self.prompt_tokens = prompt_tokens  # the prompt's tokens the model reads (after --on-overflow's cut)
+        self._errors = errors  # translates the errors decoding raises (Session names the model's folder)
 
     def __iter__(self) -> Iterator[list[Completion]]:
         try:
-            for step in self._steps:
-                for row, sample in enumerate(self.rows):
-                    if sample.finish_reason:
-                        continue
-                    if step.eos[row]:
-                        sample.finish_reason = "eos"
-                        continue
-                    sample.add(int(step.tokens[row]), None if step.logprobs is None else float(step.logprobs[row]))
-                yield self.rows
-                if all(s.finish_reason for s in self.rows):
-                    break
+            with self._errors():
+                yield from self._run()
         finally:
             self._steps.close()
             for sample in self.rows:
                 sample.finish_reason = sample.finish_reason or "length"
+
+    def _run(self) -> Iterator[list[Completion]]:
+        for step in self._steps:
+            for row, sample in enumerate(self.rows):
+                if sample.finish_reason:
+                    continue
+                if step.eos[row]:
+                    sample.finish_reason = "eos"
+                    continue
+                sample.add(int(step.tokens[row]), None if step.logprobs is None else float(step.logprobs[row]))
+            yield self.rows
+            if all(s.finish_reason for s in self.rows):
+                break

@@ -168,7 +168,8 @@ def test_weights_holding_nan_are_a_broken_checkpoint(base_model, tmp_path):
     _save(folder, tensors)
     for command in (["generate", "-n", "2"], ["beam", "-n", "2", "--json"], ["score", "--json"]):
         line = assert_one_error_line(run_quick(*command, "-m", folder, "hi"), code=3)
-        assert REMEDY.search(line)
+        # a folder gpt2cli did not download: named, and re-downloading is not the remedy
+        assert str(folder) in line and line.endswith("fix or replace its weights"), line
 
 
 def test_config_whose_eos_is_not_a_token_is_a_broken_checkpoint(base_model, tmp_path):

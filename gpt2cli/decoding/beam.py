@@ -12,6 +12,7 @@ import numpy as np
 from gpt2cli.decoding.generate import check_logits
 from gpt2cli.decoding.sampling import Penalties
 from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.engine.model import kv_cache_bytes
 from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
 
 F32 = np.float32
@@ -87,6 +88,13 @@ def validate_options(
         raise InvalidValue("length_penalty", "must be a finite number from -100 to 100", length_penalty)
 
 
+def cache_bytes(config, prompt_tokens: int, max_new_tokens: int, num_beams: int) -> int:
+    """The most memory beam_search() fills with keys and values: the prompt once, each beam's new tokens
+    (but the last, never fed back) after it."""
+    prompt = max(prompt_tokens, 1)
+    return kv_cache_bytes(config, 1, prompt + num_beams * max(min(max_new_tokens - 1, config.n_positions - prompt), 0))
+
+
 def beam_search(
     model,
     prompt_ids: list[int],
@@ -146,9 +154,9 @@ def beam_search(
     running[0] = 0.0
     identity = np.arange(num_beams)
 
-    cache = model.new_cache(1, capacity=total)
+    cache = model.new_cache(1, capacity=total - 1)  # the last token chosen is never fed back
     logits = model.forward(sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill for every beam
-    cache = cache.repeat(num_beams)
+    cache = cache.share(num_beams)  # the prompt's keys and values held once for every beam
 
     finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
     for step in range(1, max_new_tokens + 1):

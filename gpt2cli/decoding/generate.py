@@ -14,8 +14,9 @@ import numpy as np
 
 from gpt2cli.decoding.sampling import Penalties, Sampler
 from gpt2cli.engine.kernels import log_softmax
-from gpt2cli.engine.model import GPT2Model, Progress
+from gpt2cli.engine.model import GPT2Model, Progress, kv_cache_bytes
 from gpt2cli.errors import CheckpointError, ContextOverflowError, InvalidValue, UsageError
+from gpt2cli.spec import GPT2Config
 
 
 class Overflow(str, Enum):
@@ -40,13 +41,32 @@ class Step:
     eos: np.ndarray  # [B] bool: the row has ended with <|endoftext|> (at this step or before)
 
 
+class NonFiniteLogits(CheckpointError):
+    """The model computed NaN or infinite logits: its weights are broken (the caller knows which files)."""
+
+
 def check_logits(logits: np.ndarray) -> np.ndarray:
     """Returns logits unchanged; NaN or infinite ones mean broken weights, which no decoding can use."""
     if not np.isfinite(logits).all():
-        raise CheckpointError(
+        raise NonFiniteLogits(
             "the model's logits are NaN or infinite: the weights hold NaN/inf values; re-download the model"
         )
     return logits
+
+
+def cache_bytes(config: GPT2Config, prompt_tokens: int, max_new_tokens: int, num_samples: int = 1) -> int:
+    """The most memory generate() fills with keys and values (an upper bound under every overflow mode).
+
+    Until the context fills: the prompt once and each row's own new positions. After a slide the
+    rows' windows differ, so each row holds its own window plus the steps left.
+    """
+    n_ctx = config.n_positions
+    prompt = min(max(prompt_tokens, 1), n_ctx - 1)  # what a slide's prompt cut keeps at most
+    reached = min(n_ctx, prompt + max_new_tokens - 1)  # the last token chosen is never fed back
+    positions = prompt + num_samples * (reached - prompt) if num_samples > 1 else reached
+    if prompt + max_new_tokens - 1 > n_ctx:  # it slides
+        positions = max(positions, num_samples * min(n_ctx, n_ctx // 2 + max_new_tokens))
+    return kv_cache_bytes(config, 1, positions)
 
 
 def check_options(max_new_tokens: int, num_samples: int = 1, on_overflow: Overflow | str = Overflow.SLIDE) -> None:
@@ -133,10 +153,12 @@ def _steps(
     model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, penalties, warn, warned, prefill_progress
 ) -> Iterator[Step]:
     n_ctx = model.config.n_positions
-    capacity = min(n_ctx, len(prompt) + max_new_tokens)
-    one = model.new_cache(1, capacity)
-    logits = model.forward(np.asarray([prompt]), one, progress=prefill_progress)  # [1, V]
-    cache = one.repeat(num_samples) if num_samples > 1 else one
+    # Sized to what the run can reach (the last token chosen is never fed back), not the context.
+    capacity = min(n_ctx, len(prompt) + max_new_tokens - 1)
+    cache = model.new_cache(1, capacity)
+    logits = model.forward(np.asarray([prompt]), cache, progress=prefill_progress)  # [1, V]
+    if num_samples > 1:
+        cache = cache.share(num_samples)  # the prompt's keys and values held once for every row
     logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
     sequences = np.empty((num_samples, len(prompt) + max_new_tokens), dtype=np.int64)  # [B, prompt + new]
     sequences[:, : len(prompt)] = prompt
@@ -163,7 +185,9 @@ def _steps(
                 warn(f"reached the model's context of {n_ctx} tokens: sliding on, the model now sees only the last {window}")
                 warned = True
             recent = sequences[:, length - window : length]  # [B, window]
-            cache = model.new_cache(num_samples, n_ctx)
+            # steps i+1 .. max_new_tokens-1 are left, and all but the last feed a token back
+            cache = None  # let the full cache go before the next one is filled
+            cache = model.new_cache(num_samples, min(n_ctx, window + max_new_tokens - i - 2))
             logits = model.forward(recent, cache, progress=prefill_progress)
         else:
             logits = model.forward(tokens[:, None], cache)  # [B, V]

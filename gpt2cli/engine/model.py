@@ -26,6 +26,12 @@ _QUERY_TILE = 128
 _SPLIT_ROWS = 32
 
 
+def kv_cache_bytes(config: GPT2Config, rows: int, positions: int) -> int:
+    """Bytes of keys and values once `positions` positions of `rows` rows are written: a key and a
+    value (2) of n_embd float32s (4 bytes) in each of n_layer layers, per position per row."""
+    return 2 * config.n_layer * config.n_embd * 4 * rows * positions
+
+
 class KVCache:
     """Keys and values of every layer for a batch of sequences that share one length.
 
@@ -59,6 +65,11 @@ class KVCache:
         out.length = self.length
         return out
 
+    def share(self, n: int) -> "SharedPrefixCache":
+        """n rows that all continue this batch-1 cache's sequence, which is held once, not copied n times."""
+        assert self.batch == 1, "share() continues a batch-1 cache"
+        return SharedPrefixCache(self, n)
+
     def reorder(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
         """Row b becomes the old row rows[b] (beam search following the chosen parents), in place.
 
@@ -85,6 +96,47 @@ class KVCache:
                 first = start[row]
                 self.k[:, row, :, first:n] = k[:, :, first:n]
                 self.v[:, row, :, first:n] = v[:, :, first:n]
+
+
+class SharedPrefixCache:
+    """Rows that continue one prompt: the prompt's keys and values once, each row's new positions after them.
+
+    Exact: a position's keys and values depend only on the tokens up to it, so the prompt's are the
+    same in every row. With 64 samples of a 1000-token prompt, the cache holds 1000 + 64 x n
+    positions instead of 64 x (1000 + n), and a decoding step reads the prompt's keys once for all
+    rows. Decoding steps only (one new position per row); beam search reorders the rows' own parts.
+    """
+
+    def __init__(self, prefix: KVCache, batch: int):
+        self.prefix = prefix  # batch 1, filled to prefix.length
+        n_layer, _, n_head, capacity, head_dim = prefix.k.shape
+        self.own = KVCache.__new__(KVCache)
+        shape = (n_layer, batch, n_head, capacity - prefix.length, head_dim)
+        self.own.k = np.zeros(shape, dtype=F32)  # [n_layer, B, n_head, capacity - P, head_dim]
+        self.own.v = np.zeros(shape, dtype=F32)
+        self.own.length = 0
+
+    @property
+    def batch(self) -> int:
+        return self.own.batch
+
+    @property
+    def capacity(self) -> int:
+        return self.prefix.length + self.own.capacity
+
+    @property
+    def length(self) -> int:
+        return self.prefix.length + self.own.length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self.own.length = value - self.prefix.length
+
+    def reorder(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
+        """As KVCache.reorder (same_prefix counts from the prompt's start); the shared prompt never moves."""
+        if same_prefix is not None:
+            same_prefix = np.maximum(np.asarray(same_prefix) - self.prefix.length, 0)
+        self.own.reorder(rows, same_prefix)
 
 
 
@@ -132,7 +184,9 @@ class GPT2Model:
             self._attend_heads(qkv, bias, layer, cache, past, out, 0, cfg.n_head)
         return out.reshape(b * t, cfg.n_embd)
 
-    def _decode_attention(self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int) -> np.ndarray:
+    def _decode_attention(
+        self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: "KVCache | SharedPrefixCache", past: int
+    ) -> np.ndarray:
         """One new position per row: its key and value into the cache, its query against every key.
 
         As few numpy calls as possible (a decoding step runs this once per layer): one bias add for
@@ -146,12 +200,36 @@ class GPT2Model:
         q = qkv[:, : cfg.n_embd].reshape(b, cfg.n_head, 1, cfg.head_dim)  # [B, n_head, 1, head_dim] view
         q *= self._scale
         kv = qkv[:, cfg.n_embd :].reshape(b, 2, cfg.n_head, cfg.head_dim)  # [B, 2, n_head, head_dim] view
+        if isinstance(cache, SharedPrefixCache):
+            return self._shared_decode_attention(q, kv, layer, cache, past)
         cache.k[layer, :, :, past] = kv[:, 0]
         cache.v[layer, :, :, past] = kv[:, 1]
         k = cache.k[layer, :, :, : past + 1]  # [B, n_head, past+1, head_dim]
         scores = np.matmul(q, k.transpose(0, 1, 3, 2))  # [B, n_head, 1, past+1]
         out = np.matmul(softmax(scores, inplace=True), cache.v[layer, :, :, : past + 1])  # [B, n_head, 1, head_dim]
         return out.reshape(b, cfg.n_embd)
+
+    def _shared_decode_attention(
+        self, q: np.ndarray, kv: np.ndarray, layer: int, cache: SharedPrefixCache, past: int
+    ) -> np.ndarray:
+        """A decoding step over [the shared prompt ; each row's own positions]: one softmax over both.
+
+        The prompt's part is one [B, head_dim] x [head_dim, P] product per head for all rows at once.
+        """
+        # q [B, n_head, 1, head_dim] (scaled), kv [B, 2, n_head, head_dim] -> [B, n_embd]
+        b, p, own = q.shape[0], cache.prefix.length, past - cache.prefix.length
+        cache.own.k[layer, :, :, own] = kv[:, 0]
+        cache.own.v[layer, :, :, own] = kv[:, 1]
+        shared_k = cache.prefix.k[layer, 0, :, :p]  # [n_head, P, head_dim]
+        shared_v = cache.prefix.v[layer, 0, :, :p]  # [n_head, P, head_dim]
+        heads_q = q[:, :, 0].transpose(1, 0, 2)  # [n_head, B, head_dim]
+        scores = np.empty((b, q.shape[1], 1, p + own + 1), F32)  # [B, n_head, 1, P+own+1]
+        scores[:, :, 0, :p] = np.matmul(heads_q, shared_k.transpose(0, 2, 1)).transpose(1, 0, 2)  # [n_head, B, P] -> [B, n_head, P]
+        scores[:, :, :, p:] = np.matmul(q, cache.own.k[layer, :, :, : own + 1].transpose(0, 1, 3, 2))  # [B, n_head, 1, own+1]
+        probs = softmax(scores, inplace=True)
+        out = np.matmul(probs[:, :, :, p:], cache.own.v[layer, :, :, : own + 1])  # [B, n_head, 1, head_dim]
+        out[:, :, 0] += np.matmul(probs[:, :, 0, :p].transpose(1, 0, 2), shared_v).transpose(1, 0, 2)  # [B, n_head, head_dim]
+        return out.reshape(b, self.config.n_embd)
 
     def _attend_heads(
         self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int, out: np.ndarray, h0: int, h1: int
@@ -196,6 +274,8 @@ class GPT2Model:
         past = cache.length
         if b != cache.batch:
             raise ValueError(f"batch of {b} rows for a cache of {cache.batch}")
+        if t > 1 and isinstance(cache, SharedPrefixCache):
+            raise ValueError("a shared-prompt cache takes decoding steps (one token per row) only")
         if past + t > min(cache.capacity, cfg.n_positions):
             raise ValueError(f"{past + t} positions exceed the context of {min(cache.capacity, cfg.n_positions)}")
         x = self._wte[tokens.reshape(-1)]  # [B*T, n_embd]

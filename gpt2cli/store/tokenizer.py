@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from pathlib import Path
+from typing import Callable
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
 from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, remedy
@@ -12,6 +14,12 @@ from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, remedy
 ENDOFTEXT = "<|endoftext|>"
 # GPT-2's pre-tokenizer split pattern (tiktoken's r50k/gpt2 pattern).
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+# The pattern's \s: Unicode White_Space, exactly (tiktoken's regex engine uses that definition).
+_WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+# Whitespace runs at least this long are cut out of the text before tiktoken's regex sees it: its
+# backtracking on `\s+(?!\S)` overflows the stack on a run of ~1M characters (a Rust panic, not an
+# exception). Texts shorter than this take tiktoken's path untouched. Tests lower it.
+LONG_RUN = 4096
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -117,8 +125,9 @@ class Tokenizer:
     def encode(self, text: str, *, allow_special: bool = False) -> list[int]:
         """Ids of text; <|endoftext|> in it is plain text unless allow_special makes it the special token."""
         if allow_special:
-            return self.encoding.encode(text, allowed_special={ENDOFTEXT})
-        return self.encoding.encode_ordinary(text)
+            encode = lambda part: self.encoding.encode(part, allowed_special={ENDOFTEXT})  # noqa: E731
+            return _encode_long(text, encode, self.encoding, special=True)
+        return _encode_long(text, self.encoding.encode_ordinary, self.encoding, special=False)
 
     def token_bytes(self, token: int) -> bytes:
         """The bytes of one token (empty for ids beyond the vocabulary, which a model may still emit)."""
@@ -132,3 +141,33 @@ class Tokenizer:
 
     def decode(self, tokens: list[int]) -> str:
         return self.decode_bytes(tokens).decode("utf-8", errors="replace")
+
+
+def _encode_long(text: str, encode: Callable[[str], list[int]], encoding, *, special: bool) -> list[int]:
+    r"""encode(text), with every whitespace run of LONG_RUN or more characters encoded apart, exactly.
+
+    The pattern has no lookbehind, and a match that starts at a non-space never holds a space, so a
+    maximal whitespace run [s, e) starts a piece, and the text before it pre-tokenizes alone as it
+    does in the whole. The run itself is one piece when it ends the text; before a non-space it is
+    the piece run[:-1] (`\s+(?!\S)` gives the run's last character back), and the text from e-1
+    on pre-tokenizes alone as in the whole. So the ids are those pieces' BPE in order: tiktoken's
+    own per-piece BPE (no regex) for the run's piece, encode() for the text between runs.
+    special: <|endoftext|> is the special token, which tiktoken cuts out before its regex runs, so a
+    run just before one ends its stretch of text as the text's end would (no token spans a run).
+    """
+    if len(text) < LONG_RUN:
+        return encode(text)
+    ids: list[int] = []
+    start = 0
+    for run in re.finditer(f"[{_WHITE_SPACE}]{{{LONG_RUN},}}", text):
+        s, e = run.span()
+        # Python's isspace() holds every White_Space character, so a neighbour that is not isspace()
+        # is certainly not \s: the run is maximal as the pattern sees it (else leave it to encode()).
+        if (s > 0 and text[s - 1].isspace()) or (e < len(text) and text[e].isspace()):
+            continue
+        ends = e == len(text) or (special and text.startswith(ENDOFTEXT, e))
+        stop = e if ends else e - 1
+        ids += encode(text[start:s])
+        ids += encoding._encode_single_piece(text[s:stop])  # BPE of one piece, as encode() does it
+        start = stop
+    return ids + encode(text[start:])
