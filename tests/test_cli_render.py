@@ -74,10 +74,10 @@ def test_json_prompt_tokens_are_those_the_model_read_after_truncate(tiny_model):
 def test_cannot_reach_the_hub_names_hf_endpoint_and_download(tmp_path):
     from huggingface_hub.errors import OfflineModeIsEnabled
 
-    from gpt2cli.store import download
+    from gpt2cli.store import hub_errors
     from gpt2cli.store.hub import HubRef
 
-    message = str(download._convert_error(OfflineModeIsEnabled("no network"), HubRef("gpt2", "openai-community/gpt2"), tmp_path))
+    message = str(hub_errors._convert_error(OfflineModeIsEnabled("no network"), HubRef("gpt2", "openai-community/gpt2"), tmp_path))
     assert "HF_ENDPOINT" in message and "gpt2cli download" in message
     assert "--offline" not in message  # nothing is downloaded: --offline cannot help
 

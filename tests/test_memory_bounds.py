@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from gpt2cli import request as request_module
 from gpt2cli import session as session_module
 from gpt2cli.decoding import beam as beam_module
 from gpt2cli.decoding import generate as generate_module
@@ -118,7 +119,7 @@ def test_shared_prompt_logits_equal_copied_prompt_logits_to_float_rounding(folde
 @pytest.fixture
 def little_memory(monkeypatch):
     """2 MB available, and loading weights fails the test: the refusal must come before."""
-    monkeypatch.setattr(session_module, "available_memory", lambda: 2_000_000)
+    monkeypatch.setattr(request_module, "available_memory", lambda: 2_000_000)
 
     def no_weights(*a, **k):
         raise AssertionError("weights were loaded before the memory check")
@@ -144,19 +145,19 @@ def test_a_run_that_cannot_fit_is_a_usage_error_before_the_weights_load(folder, 
 
 
 def test_a_run_that_fits_goes_ahead(folder, monkeypatch):
-    monkeypatch.setattr(session_module, "available_memory", lambda: 2_000_000)
+    monkeypatch.setattr(request_module, "available_memory", lambda: 2_000_000)
     r, _ = run_in_process(["generate", "-m", folder, "-N", "4", "-n", "5", "--seed", "1", "a b c d"])
     assert r.code == 0, r.err
 
 
 def test_unknown_available_memory_checks_nothing(folder, monkeypatch):
-    monkeypatch.setattr(session_module, "available_memory", lambda: None)
+    monkeypatch.setattr(request_module, "available_memory", lambda: None)
     r, _ = run_in_process(["generate", "-m", folder, "-N", "64", "-n", "5", "--seed", "1", "a b c d"])
     assert r.code == 0, r.err
 
 
 def test_available_memory_reads_memavailable():
-    available = session_module.available_memory()
+    available = request_module.available_memory()
     try:
         text = open("/proc/meminfo").read()
     except OSError:

@@ -14,7 +14,8 @@ from typing import Callable, Iterable, Iterator
 
 from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
-from gpt2cli.session import Request, Session, completion_record, score_record
+from gpt2cli.request import Request
+from gpt2cli.session import Session, completion_record, score_record
 
 
 @dataclass

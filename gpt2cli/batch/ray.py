@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 from gpt2cli.batch.local import Tally, result_of, unseen
 from gpt2cli.batch.records import BadRecord, Output, Record
 from gpt2cli.errors import UsageError
-from gpt2cli.session import Request
+from gpt2cli.request import Request
 
 INSTALL = 'pip install "gpt2cli[ray]"'
 

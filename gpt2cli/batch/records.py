@@ -15,7 +15,7 @@ from typing import IO, Iterator
 
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
-from gpt2cli.session import Request
+from gpt2cli.request import Request
 
 # A record's decoding settings (generate's long option names, with underscores) and their JSON types.
 _TYPES = {

@@ -73,7 +73,7 @@ def batch(
 
     from gpt2cli.batch.local import run_records
     from gpt2cli.batch.records import Output, read_records
-    from gpt2cli.session import Request
+    from gpt2cli.request import Request
 
     defaults = Request(
         max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, stop_strings(stop), ignore_eos, 1,

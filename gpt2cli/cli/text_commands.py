@@ -88,7 +88,7 @@ def generate(
 ) -> None:
     """Continue a prompt, streaming the new text to stdout as it is generated."""
     from gpt2cli.decoding.text import InOrder
-    from gpt2cli.session import Request
+    from gpt2cli.request import Request
 
     request = Request(
         max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha,

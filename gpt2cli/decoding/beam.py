@@ -119,93 +119,105 @@ def beam_search(
     """
     num_return = num_beams if num_return is None else num_return
     validate_options(
-        num_beams=num_beams,
-        num_return=num_return,
-        max_new_tokens=max_new_tokens,
-        no_repeat_ngram_size=no_repeat_ngram_size,
-        early_stopping=early_stopping,
-        length_penalty=length_penalty,
+        num_beams=num_beams, num_return=num_return, max_new_tokens=max_new_tokens,
+        no_repeat_ngram_size=no_repeat_ngram_size, early_stopping=early_stopping, length_penalty=length_penalty,
         repetition_penalty=repetition_penalty,
-    )
-    penalties = Penalties(repetition_penalty, no_repeat_ngram_size)
+    )  # fmt: skip
     if len(prompt_ids) == 0:
         raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
-    if num_beams == 1:
-        # transformers' generate() runs greedy search for num_beams=1: the first finished
-        # hypothesis ends it, whatever early_stopping says.
-        early_stopping = True
-    cfg = model.config
-    eos = cfg.eos_token_id if eos_token_id is None else eos_token_id
-    n_prompt = len(prompt_ids)
-    total = n_prompt + max_new_tokens
-    if total > cfg.n_positions:
+    total = len(prompt_ids) + max_new_tokens
+    if total > model.config.n_positions:
         raise ContextOverflowError(
-            f"prompt ({n_prompt} tokens) + {{max_new_tokens}} ({max_new_tokens}) = {total} tokens exceeds the "
-            f"model's context of {cfg.n_positions}; beam search does not slide, so shorten one of them",
+            f"prompt ({len(prompt_ids)} tokens) + {{max_new_tokens}} ({max_new_tokens}) = {total} tokens exceeds the "
+            f"model's context of {model.config.n_positions}; beam search does not slide, so shorten one of them",
             "max_new_tokens",
         )
+    # transformers' generate() runs greedy search for num_beams=1: the first finished hypothesis ends
+    # it, whatever early_stopping says.
+    search = _Search(
+        model, prompt_ids, num_beams, max_new_tokens, length_penalty, True if num_beams == 1 else early_stopping,
+        Penalties(repetition_penalty, no_repeat_ngram_size), model.config.eos_token_id if eos_token_id is None else eos_token_id,
+    )  # fmt: skip
+    return search.run(prefill_progress)[:num_return]
 
-    # transformers keeps (1 + number of eos ids) * num_beams candidates: enough that num_beams of them
-    # are still running even when every parent's best continuation is <|endoftext|>.
-    k = 2 * num_beams
-    sequences = np.empty((num_beams, total), dtype=np.int64)  # [beams, prompt + new]
-    sequences[:, :n_prompt] = prompt_ids
-    running = np.full(num_beams, _NEG, dtype=F32)  # [beams] running sums of log-probs
-    running[0] = 0.0
-    identity = np.arange(num_beams)
 
-    cache = model.new_cache(1, capacity=total - 1)  # the last token chosen is never fed back
-    logits = model.forward(sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill for every beam
-    cache = cache.share(num_beams)  # the prompt's keys and values held once for every beam
+class _Search:
+    """One beam search's state: the beams' sequences, their running scores, the finished hypotheses."""
 
-    finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
-    for step in range(1, max_new_tokens + 1):
-        cur = n_prompt + step - 1  # tokens in each running sequence
+    def __init__(self, model, prompt_ids, num_beams, max_new_tokens, length_penalty, early_stopping, penalties, eos):
+        self.model, self.num_beams, self.max_new_tokens = model, num_beams, max_new_tokens
+        self.length_penalty, self.early_stopping, self.penalties, self.eos = length_penalty, early_stopping, penalties, eos
+        self.n_prompt = len(prompt_ids)
+        self.sequences = np.empty((num_beams, self.n_prompt + max_new_tokens), dtype=np.int64)  # [beams, prompt + new]
+        self.sequences[:, : self.n_prompt] = prompt_ids
+        self.running = np.full(num_beams, _NEG, dtype=F32)  # [beams] running sums of log-probs
+        self.running[0] = 0.0
+        self.finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
+
+    def run(self, prefill_progress) -> list[Hypothesis]:
+        """The search, step by step (one batched forward pass of every beam per step)."""
+        model, n_prompt, beams = self.model, self.n_prompt, self.num_beams
+        cache = model.new_cache(1, capacity=self.sequences.shape[1] - 1)  # the last token chosen is never fed back
+        logits = model.forward(self.sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill
+        cache = cache.share(beams)  # the prompt's keys and values held once for every beam
+        identity = np.arange(beams)
+        for step in range(1, self.max_new_tokens + 1):
+            cur = n_prompt + step - 1  # tokens in each running sequence
+            chosen = self._step(logits, step, cur)
+            if chosen is None:
+                break
+            parents, tokens = chosen
+            # At step 1 every cache row holds the same prompt, so the parents need no copying.
+            if step > 1 and not np.array_equal(parents, identity):
+                same = self.sequences[:, :cur] == self.sequences[parents, :cur]  # [beams, cur]
+                cache.reorder(parents, same_prefix=np.where(same.all(axis=1), cur, same.argmin(axis=1)))
+                self.sequences = self.sequences[parents]
+            self.sequences[:, cur] = tokens
+            logits = model.forward(tokens[:, None], cache)  # [beams, V]
+        return self.finished
+
+    def _step(self, logits: np.ndarray, step: int, cur: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Scores one step's candidates, finishes the hypotheses that end here, and returns the running
+        beams' (parents, tokens) for the next step, or None when the search is over."""
         logprobs = log_softmax(check_logits(logits), inplace=True)  # [beams, V] ([1, V] at step 1: every beam is the prompt)
-        if penalties.active:  # on the log-probabilities, as transformers' beam search applies its processors
-            penalties.apply(logprobs, sequences[: logprobs.shape[0], :cur])
+        if self.penalties.active:  # on the log-probabilities, as transformers' beam search applies its processors
+            self.penalties.apply(logprobs, self.sequences[: logprobs.shape[0], :cur])
         vocab = logprobs.shape[1]
-        totals = (logprobs + running[:, None]).ravel()  # [beams * V]
-        top = top_k(totals, k)  # [k], best first
+        totals = (logprobs + self.running[:, None]).ravel()  # [beams * V]
+        # transformers keeps (1 + number of eos ids) * num_beams candidates: enough that num_beams of them
+        # are still running even when every parent's best continuation is <|endoftext|>.
+        top = top_k(totals, 2 * self.num_beams)  # [k], best first
         top_scores = totals[top]  # [k] float32
         parents, tokens = np.divmod(top, vocab)  # [k], [k]
         # MaxLengthCriteria and EosTokenCriteria of transformers' stopping criteria.
-        hits = (tokens == eos) | (step == max_new_tokens)  # [k]
+        hits = (tokens == self.eos) | (step == self.max_new_tokens)  # [k]
+        self._finish(parents, tokens, top_scores, hits, step, cur)
+        if hits.all():
+            return None
+        # _get_running_beams_for_next_iteration: the best num_beams candidates that did not finish.
+        keep = np.flatnonzero(~hits)[: self.num_beams]  # [beams]
+        self.running = top_scores[keep]  # [beams], best first
+        return (None if self._done(step) else (parents[keep], tokens[keep]))
 
-        # _update_finished_beams: only the first num_beams candidates may finish; the rest are spares.
+    def _finish(self, parents, tokens, top_scores, hits, step: int, cur: int) -> None:
+        """_update_finished_beams: only the first num_beams candidates may finish; the rest are spares."""
         new = [
             Hypothesis(
-                tokens=sequences[parents[i], n_prompt:cur].tolist() + [int(tokens[i])],
-                score=float(top_scores[i] / (step**length_penalty)),
+                tokens=self.sequences[parents[i], self.n_prompt : cur].tolist() + [int(tokens[i])],
+                score=float(top_scores[i] / (step**self.length_penalty)),
                 logprob=float(top_scores[i]),
-                finish_reason="eos" if tokens[i] == eos else "length",
+                finish_reason="eos" if tokens[i] == self.eos else "length",
             )
-            for i in np.flatnonzero(hits[:num_beams])
+            for i in np.flatnonzero(hits[: self.num_beams])
         ]
-        if new:
-            finished = sorted(finished + new, key=lambda h: -h.score)[:num_beams]  # stable: older first on ties
-        if hits.all():
-            break
+        if new:  # sorted is stable: older hypotheses first on ties
+            self.finished = sorted(self.finished + new, key=lambda h: -h.score)[: self.num_beams]
 
-        # _get_running_beams_for_next_iteration: the best num_beams candidates that did not finish.
-        keep = np.flatnonzero(~hits)[:num_beams]  # [beams]
-        running = top_scores[keep]  # [beams], best first
-        parents, tokens = parents[keep], tokens[keep]  # [beams], [beams]
-
-        # _check_early_stop_heuristic / _beam_search_has_unfinished_sequences
-        if len(finished) == num_beams:
-            if early_stopping is True:
-                break
-            hypothetical = max_new_tokens if (early_stopping == "never" and length_penalty > 0) else step
-            if not running[0] / (hypothetical**length_penalty) > finished[-1].score:
-                break
-
-        # At step 1 every cache row holds the same prompt, so the parents need no copying.
-        if step > 1 and not np.array_equal(parents, identity):
-            same = sequences[:, :cur] == sequences[parents, :cur]  # [beams, cur]
-            cache.reorder(parents, same_prefix=np.where(same.all(axis=1), cur, same.argmin(axis=1)))
-            sequences = sequences[parents]
-        sequences[:, cur] = tokens
-        logits = model.forward(tokens[:, None], cache)  # [beams, V]
-
-    return finished[:num_return]
+    def _done(self, step: int) -> bool:
+        """_check_early_stop_heuristic / _beam_search_has_unfinished_sequences."""
+        if len(self.finished) < self.num_beams:
+            return False
+        if self.early_stopping is True:
+            return True
+        hypothetical = self.max_new_tokens if (self.early_stopping == "never" and self.length_penalty > 0) else step
+        return not self.running[0] / (hypothetical**self.length_penalty) > self.finished[-1].score
