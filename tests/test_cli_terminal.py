@@ -3,13 +3,7 @@ drawn after the last line."""
 
 from __future__ import annotations
 
-import fcntl
-import os
-import pty
 import re
-import select
-import struct
-import termios
 import threading
 import time
 
@@ -19,37 +13,6 @@ from tests.support import cli, models
 from tests.support.hubserver import FakeHub
 
 GPT2 = "openai-community/gpt2"
-
-
-def _run_in_terminal(*args, env: dict, cwd, columns: int = 100, timeout: float = 120) -> tuple[str, int]:
-    """cli.run_in_terminal, on a terminal with a size: a new pty has 0 columns, and tqdm draws its
-    bars to fit, so on one of 0 columns the bars this test is about are never drawn."""
-    argv, environment = [*cli.command(), *map(str, args)], cli.user_env(**env)
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: its terminal is the pty
-        try:
-            os.chdir(cwd)
-            os.execve(argv[0], argv, environment)
-        finally:
-            os._exit(127)
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    chunks, deadline = [], time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if not ready:
-            continue
-        try:
-            data = os.read(fd, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            break
-        if not data:
-            break
-        chunks.append(data)
-    else:
-        os.kill(pid, 9)
-    os.close(fd)
-    _, status = os.waitpid(pid, 0)
-    return b"".join(chunks).decode("utf-8", errors="replace").replace("\r\n", "\n"), os.waitstatus_to_exitcode(status)
 
 
 def _screen(raw: str) -> list[str]:
@@ -105,7 +68,7 @@ def _bar_fragments(line: str) -> bool:
 
 
 def test_first_generate_from_the_hub_leaves_no_bar_and_its_text_on_its_own_line(online, tmp_path):
-    raw, code = _run_in_terminal("generate", "-n", "8", "--seed", "1", "--no-stats", "Hi", env=online, cwd=tmp_path)
+    raw, code = cli.run_in_terminal("generate", "-n", "8", "--seed", "1", "--no-stats", "Hi", env=online, cwd=tmp_path, columns=100)
     assert code == 0, raw
     lines = [line for line in _screen(raw) if line.strip()]
     assert not any(_bar_fragments(line) for line in lines), lines
@@ -113,7 +76,7 @@ def test_first_generate_from_the_hub_leaves_no_bar_and_its_text_on_its_own_line(
 
 
 def test_download_note_and_folder_are_whole_lines(online, tmp_path):
-    raw, code = _run_in_terminal("download", "gpt2", env=online, cwd=tmp_path)
+    raw, code = cli.run_in_terminal("download", "gpt2", env=online, cwd=tmp_path, columns=100)
     assert code == 0, raw
     lines = [line for line in _screen(raw) if line.strip()]
     assert not any(_bar_fragments(line) for line in lines), lines

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from gpt2cli.cli.options import (
+    IgnoreEosOpt, MinPOpt, PenaltyAlphaOpt, SamplingTemperatureOpt, SamplingTopKOpt, StopOpt, TypicalPOpt,
     AllowSpecialOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
     NoRepeatNgramOpt, RepetitionPenaltyOpt, RevisionOpt, stop_strings, TopPOpt, WeightsDirOpt,
 )  # fmt: skip
@@ -46,21 +47,19 @@ def batch(
     ] = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
-    temperature: Annotated[
-        Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy (default 1.0).")
-    ] = None,
-    top_k: Annotated[Optional[int], typer.Option("-k", "--top-k", metavar="K", help="As generate's -k (default 50; 4 with --penalty-alpha).")] = None,
+    temperature: SamplingTemperatureOpt = None,
+    top_k: SamplingTopKOpt = None,
     top_p: TopPOpt = 1.0,
-    min_p: Annotated[float, typer.Option("--min-p", metavar="P", help="As generate's --min-p; 0 = off.")] = 0.0,
-    typical_p: Annotated[float, typer.Option("--typical-p", metavar="P", help="As generate's --typical-p; 1 = off.")] = 1.0,
+    min_p: MinPOpt = 0.0,
+    typical_p: TypicalPOpt = 1.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     no_repeat_ngram: NoRepeatNgramOpt = 0,
-    penalty_alpha: Annotated[Optional[float], typer.Option("--penalty-alpha", metavar="A", help="As generate's: contrastive search.")] = None,
+    penalty_alpha: PenaltyAlphaOpt = None,
     seed: Annotated[
         int, typer.Option("--seed", min=0, metavar="SEED", help="A record without its own seed samples with one derived from this and its id.")
     ] = 0,
-    stop: Annotated[Optional[list[str]], typer.Option("--stop", metavar="TEXT", help="End each output before this text (repeatable).")] = None,
-    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
+    stop: StopOpt = None,
+    ignore_eos: IgnoreEosOpt = False,
     allow_special: AllowSpecialOpt = False,
     on_overflow: OverflowOpt = Overflow.SLIDE,
     revision: RevisionOpt = None,

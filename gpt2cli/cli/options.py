@@ -153,3 +153,40 @@ def stop_strings(values: Optional[list[str]]) -> tuple[str, ...]:
             raise typer.BadParameter("must not be empty (it would stop before the first character)", param_hint="'--stop'")
         stops.append(text)
     return tuple(stops)
+
+
+# generate's and batch's decoding options (None: the default the help names)
+SamplingTemperatureOpt = Annotated[
+    Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy (default 1.0).")
+]
+SamplingTopKOpt = Annotated[
+    Optional[int],
+    typer.Option(
+        "-k", "--top-k", metavar="K",
+        help="Sample among the k most likely tokens, 0 = off (default 50); with --penalty-alpha, the "
+        "candidates contrastive search compares (default 4).",
+    ),
+]
+MinPOpt = Annotated[
+    float, typer.Option("--min-p", metavar="P", help="Drop tokens less likely than this times the top token; 0 = off.")
+]
+TypicalPOpt = Annotated[
+    float, typer.Option("--typical-p", metavar="P", help="Typical sampling: keep the most typical tokens up to this mass; 1 = off.")
+]
+PenaltyAlphaOpt = Annotated[
+    Optional[float],
+    typer.Option(
+        "--penalty-alpha", metavar="A",
+        help="Contrastive search (deterministic): each step picks among the -k most likely tokens by "
+        "(1 - A) * probability - A * similarity to the text so far.",
+    ),
+]
+StopOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--stop", metavar="TEXT",
+        help="End the output before this text (repeatable). \\n, \\t and \\\\ are read as newline, tab and "
+        "backslash: --stop '\\n\\n' ends at a blank line; write a literal backslash-n as '\\\\n'.",
+    ),
+]
+IgnoreEosOpt = Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")]

@@ -9,6 +9,7 @@ import typer
 
 from gpt2cli.cli import render
 from gpt2cli.cli.options import (
+    IgnoreEosOpt, MinPOpt, PenaltyAlphaOpt, SamplingTemperatureOpt, SamplingTopKOpt, StopOpt, TypicalPOpt,
     AllowSpecialOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
     NoRepeatNgramOpt, PromptArg, RepetitionPenaltyOpt, RevisionOpt, SeedOpt, stop_strings, TextArg, TopPOpt, WeightsDirOpt,
 )  # fmt: skip
@@ -33,44 +34,17 @@ def generate(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 100,
-    temperature: Annotated[
-        Optional[float], typer.Option("-t", "--temperature", metavar="T", help="Sampling temperature; 0 = greedy (default 1.0).")
-    ] = None,
-    top_k: Annotated[
-        Optional[int],
-        typer.Option(
-            "-k", "--top-k", metavar="K",
-            help="Sample among the k most likely tokens, 0 = off (default 50); with --penalty-alpha, the "
-            "candidates contrastive search compares (default 4).",
-        ),
-    ] = None,  # fmt: skip
+    temperature: SamplingTemperatureOpt = None,
+    top_k: SamplingTopKOpt = None,
     top_p: TopPOpt = 1.0,
-    min_p: Annotated[
-        float, typer.Option("--min-p", metavar="P", help="Drop tokens less likely than this times the top token; 0 = off.")
-    ] = 0.0,
-    typical_p: Annotated[
-        float, typer.Option("--typical-p", metavar="P", help="Typical sampling: keep the most typical tokens up to this mass; 1 = off.")
-    ] = 1.0,
+    min_p: MinPOpt = 0.0,
+    typical_p: TypicalPOpt = 1.0,
     repetition_penalty: RepetitionPenaltyOpt = 1.0,
     no_repeat_ngram: NoRepeatNgramOpt = 0,
-    penalty_alpha: Annotated[
-        Optional[float],
-        typer.Option(
-            "--penalty-alpha", metavar="A",
-            help="Contrastive search (deterministic): each step picks among the -k most likely tokens by "
-            "(1 - A) * probability - A * similarity to the text so far.",
-        ),
-    ] = None,
+    penalty_alpha: PenaltyAlphaOpt = None,
     seed: SeedOpt = None,
-    stop: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--stop", metavar="TEXT",
-            help="End the output before this text (repeatable). \\n, \\t and \\\\ are read as newline, tab and "
-            "backslash: --stop '\\n\\n' ends at a blank line; write a literal backslash-n as '\\\\n'.",
-        ),
-    ] = None,
-    ignore_eos: Annotated[bool, typer.Option("--ignore-eos", help="Keep going past <|endoftext|>.")] = False,
+    stop: StopOpt = None,
+    ignore_eos: IgnoreEosOpt = False,
     echo: Annotated[bool, typer.Option("--echo", help="Print the prompt before the continuation.")] = False,
     no_stream: Annotated[bool, typer.Option("--no-stream", help="Print the text only when it is complete.")] = False,
     num_samples: Annotated[

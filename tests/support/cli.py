@@ -143,10 +143,16 @@ def run_quick(*args, stdin: bytes | str = b"", env: dict | None = None) -> Run:
     return Run(result.code, result.out, result.err + shown)
 
 
-def run_in_terminal(*args, env: dict | None = None, cwd=None, timeout: float = 120) -> tuple[str, int]:
+def run_in_terminal(
+    *args, env: dict | None = None, cwd=None, timeout: float = 120, columns: int | None = None
+) -> tuple[str, int]:
     """Runs `gpt2cli ARGS` with stdin, stdout and stderr on a pseudo-terminal: what the terminal
-    showed ("\\r\\n" -> "\\n") and the exit code."""
+    showed ("\\r\\n" -> "\\n") and the exit code. columns: give the terminal a size (a new pty has
+    0 columns, and tqdm, for one, draws nothing on it)."""
+    import fcntl
     import select
+    import struct
+    import termios
     import time
 
     argv, environment = [*command(), *_argv(args)], user_env(**(env or {}))
@@ -158,6 +164,8 @@ def run_in_terminal(*args, env: dict | None = None, cwd=None, timeout: float = 1
             os.execve(argv[0], argv, environment)
         finally:
             os._exit(127)
+    if columns is not None:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     chunks, deadline = [], time.monotonic() + timeout
     while time.monotonic() < deadline:
         ready, _, _ = select.select([fd], [], [], 0.5)
