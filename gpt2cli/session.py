@@ -163,9 +163,9 @@ class Session:
         not slide). Options and the prompt's fit are checked now, before anything is decoded.
         """
         generate_module.check_options(max_new_tokens, num_samples, on_overflow)
-        rows_needed = 1 if contrastive is not None else num_samples
-        needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, rows_needed)
-        if contrastive is not None:  # the k candidates' rows hold the whole sequence each
+        if contrastive is None:
+            needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, num_samples)
+        else:  # the k candidates' rows hold the whole sequence each
             needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, 1) * contrastive[1]
         check_memory(needed, "num_samples", num_samples, len(ids), max_new_tokens)
         if contrastive is not None:

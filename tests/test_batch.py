@@ -182,3 +182,13 @@ def test_ten_thousand_records_through_a_small_model(tiny_model, tmp_path):
     ids = [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert ids == list(range(1, 10_001))
     assert os.path.getsize(out) > 0
+
+
+def test_a_null_setting_means_the_default_so_a_null_seed_still_gets_the_derived_one(tiny_model, tmp_path):
+    records = '{"id": "a", "prompt": "Hello", "seed": null, "temperature": null}\n{"id": "b", "prompt": "Hello"}\n'
+    r = run("batch", "-", "-m", tiny_model, "-n", "12", "--seed", "9", stdin=records)
+    assert r.code == 0, r.err
+    a, b = (json.loads(line) for line in r.stdout.splitlines())
+    expected = generate_json(tiny_model, {"id": "a", "prompt": "Hello", "max_tokens": 12}, seed=9)
+    assert {k: v for k, v in a.items() if k != "id"} == expected
+    assert b["text"] != a["text"] or b["tokens"] != a["tokens"] or len(a["tokens"]) < 2  # other id, other seed

@@ -85,12 +85,13 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
     unknown = sorted(k for k in obj if k not in SETTINGS and k not in ("id", field))
     if unknown:
         return BadRecord(rid, f"unknown setting {unknown[0]!r}; settings are {', '.join(sorted(_TYPES))}", number)
-    settings = {k: v for k, v in obj.items() if k in SETTINGS}
+    # null means "not given": the command line's default applies (so a null seed still gets the derived one)
+    settings = {k: v for k, v in obj.items() if k in SETTINGS and v is not None}
     for key, value in settings.items():
         kind = _TYPES[key]
         ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
         ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
-        ok = ok or (key == "stop" and isinstance(value, str)) or (value is None and key in ("temperature", "top_k", "penalty_alpha", "seed"))
+        ok = ok or (key == "stop" and isinstance(value, str))
         if not ok:
             return BadRecord(rid, f"setting {key!r} has the wrong type ({type(value).__name__})", number)
         if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
