@@ -1,9 +1,9 @@
-"""A batch of records on this machine: each record's generation (or score) through the session, its
-result written as it finishes, records already in the output skipped.
+"""A batch of records on this machine: results written as records finish, records already in the
+output skipped.
 
-Records run one after another through exactly the code `generate --json` and `score --json` run, so a
-record's result is the single command's result by construction. (Decoding several records in one
-batch, for throughput, is the next step: see the README's batch section.)
+With a batch size above 1, generation records decode together by continuous batching
+(batch.engine); records it cannot hold, and every record with batch size 1 or --score, run one after
+another through exactly the code `generate --json` and `score --json` run.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator
 
+from gpt2cli.batch.engine import ContinuousBatch, Done, Job, batchable
 from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
 from gpt2cli.request import Request
@@ -52,16 +53,77 @@ def run_records(
     score: bool = False,
     stride: int | None = None,
     allow_special: bool = False,
+    batch_size: int = 1,
+    ordered: bool = False,
     on_record: Callable[[Tally], None] = lambda tally: None,
 ) -> Tally:
-    """Runs every record not yet in output; on_record(tally) after each."""
+    """Runs every record not yet in output; on_record(tally) after each. ordered: results are written
+    in input order (each waits for the records before it), else as they finish."""
     tally = Tally()
-    for item in unseen(records, output, tally):
-        result = result_of(session, item, defaults, seed, score, stride, allow_special)
-        tally.count(result)
-        output.write(result)
-        on_record(tally)
+    sink = Sink(output, tally, on_record, ordered)
+    items = unseen(records, output, tally)
+    for index, result in results_of(session, items, defaults, seed, score, stride, allow_special, batch_size):
+        sink.put(index, result)
     return tally
+
+
+def results_of(
+    session: Session, items: Iterable[Record | BadRecord], defaults: Request, seed: int, score: bool, stride: int | None,
+    allow_special: bool, batch_size: int,
+) -> Iterator[tuple[int, dict]]:
+    """(index in items, result line) for each item, as each finishes."""
+    if score or batch_size == 1:
+        for index, item in enumerate(items):
+            yield index, result_of(session, item, defaults, seed, score, stride, allow_special)
+        return
+
+    def jobs() -> Iterator[Job | Done]:
+        for index, item in enumerate(items):
+            job = job_for(session, item, defaults, seed, allow_special, index)
+            yield job if job is not None else Done(index, result_of(session, item, defaults, seed, False, None, allow_special))
+
+    yield from ContinuousBatch(session, batch_size).run(jobs())
+
+
+def job_for(
+    session: Session, item: Record | BadRecord, defaults: Request, seed: int, allow_special: bool, key: int
+) -> Job | Done | None:
+    """The record as a Job for the continuous batch; Done with its error line if it cannot run (a bad
+    record, a bad setting, a prompt that cannot fit); None if it must run alone (result_of)."""
+    if isinstance(item, BadRecord):
+        return Done(key, {"id": item.id, "error": item.error})
+    try:
+        request = request_for(item, defaults, seed).check()
+        ids = session.prompt_ids(item.text, allow_special)
+        seen = batchable(session.config, ids, request)
+    except CheckpointError:
+        raise
+    except GPT2CLIError as e:
+        return Done(key, error_line(item, e))
+    return None if seen is None else Job(key, item.id, seen, len(ids), request)
+
+
+class Sink:
+    """Writes results (in input order if asked), counts them, and reports after each."""
+
+    def __init__(self, output: Output, tally: Tally, on_record: Callable[[Tally], None], ordered: bool):
+        self.output, self.tally, self.on_record, self.ordered = output, tally, on_record, ordered
+        self.held: dict[int, dict] = {}
+        self.next = 0
+
+    def put(self, index: int, result: dict) -> None:
+        if not self.ordered:
+            self._write(result)
+            return
+        self.held[index] = result
+        while self.next in self.held:
+            self._write(self.held.pop(self.next))
+            self.next += 1
+
+    def _write(self, result: dict) -> None:
+        self.tally.count(result)
+        self.output.write(result)
+        self.on_record(self.tally)
 
 
 def unseen(records: Iterable[Record | BadRecord], output: Output, tally: Tally) -> Iterator[Record | BadRecord]:
@@ -97,7 +159,11 @@ def result_of(
         return {"id": item.id, **completion_record(run.rows[0], len(ids))}
     except CheckpointError:
         raise  # the model is broken: no later record can succeed either
-    except OptionError as e:
-        return {"id": item.id, "error": " ".join(e.render(RECORD_NAMES).split())}
     except GPT2CLIError as e:
-        return {"id": item.id, "error": " ".join(str(e).split())}
+        return error_line(item, e)
+
+
+def error_line(item: Record, e: GPT2CLIError) -> dict:
+    """A record's error line: the message in one line, settings named as records name them."""
+    message = e.render(RECORD_NAMES) if isinstance(e, OptionError) else str(e)
+    return {"id": item.id, "error": " ".join(message.split())}

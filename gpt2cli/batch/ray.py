@@ -1,6 +1,6 @@
 """The same batch on Ray, when one machine is not enough: the driver reads the records and skips the
 ids the output already holds, Ray Data hands the rest to a pool of actors that each load the model
-once and run the local path's record function, and the driver writes each result through the same
+once and run the local path (batch.local.results_of: continuous batching, or one record at a time), and the driver writes each result through the same
 resumable Output as it comes back. Ray is imported only here, and only when --ray is asked for.
 """
 
@@ -13,12 +13,15 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from gpt2cli.batch.local import Tally, result_of, unseen
+from gpt2cli.batch.local import Sink, Tally, results_of, unseen
 from gpt2cli.batch.records import BadRecord, Output, Record
 from gpt2cli.errors import UsageError
 from gpt2cli.request import Request
 
 INSTALL = 'pip install "gpt2cli[ray]"'
+# An actor gets this many records per slot of its continuous batch at a time, so that its slots
+# stay full for most of each Ray batch (they drain only at its end).
+_RECORDS_PER_SLOT = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,9 @@ def import_ray():
 class _RecordWorker:
     """A Ray actor: loads the model once, then turns batches of records into result lines."""
 
-    def __init__(self, spec: ModelSpec, defaults: Request, seed: int, score: bool, stride: int | None, allow_special: bool):
+    def __init__(
+        self, spec: ModelSpec, defaults: Request, seed: int, score: bool, stride: int | None, allow_special: bool, batch_size: int
+    ):
         from pathlib import Path
 
         from gpt2cli.session import Session
@@ -54,13 +59,17 @@ class _RecordWorker:
             offline=spec.offline,
         )  # fmt: skip
         self.session = Session.open(folder)
-        self.options = (defaults, seed, score, stride, allow_special)
+        self.options = (defaults, seed, score, stride, allow_special, batch_size)
 
     def __call__(self, batch: dict) -> dict:
         import pickle
 
         items = [pickle.loads(blob) for blob in batch["item"]]
-        return {"result": [json.dumps(result_of(self.session, item, *self.options), ensure_ascii=False) for item in items]}
+        done = list(results_of(self.session, items, *self.options))
+        return {
+            "index": [int(batch["index"][i]) for i, _ in done],  # each result's place in the input
+            "result": [json.dumps(result, ensure_ascii=False) for _, result in done],
+        }
 
 
 def run_records_on_ray(
@@ -73,13 +82,15 @@ def run_records_on_ray(
     score: bool = False,
     stride: int | None = None,
     allow_special: bool = False,
+    batch_size: int = 1,
+    ordered: bool = False,
     address: str | None = None,
     actors: int | None = None,
     show_progress: bool = False,
     on_record: Callable[[Tally], None] = lambda tally: None,
 ) -> Tally:
     """Runs every record not yet in output on the Ray cluster at `address` (or RAY_ADDRESS; else a
-    local Ray started for the run); results are written as they arrive, in no particular order."""
+    local Ray started for the run); results are written as they arrive (in input order if ordered)."""
     import pickle
 
     ray = import_ray()
@@ -102,21 +113,20 @@ def run_records_on_ray(
         context.enable_progress_bars = show_progress
         context.execution_options.preserve_order = False
         pool = actors or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        dataset = ray.data.from_items([{"item": pickle.dumps(item)} for item in todo])
+        dataset = ray.data.from_items([{"index": i, "item": pickle.dumps(item)} for i, item in enumerate(todo)])
         # Each actor computes on one core. Ray Data restarts an actor that dies and retries its records
         # (its actor pools default to unlimited restarts and task retries).
         results = dataset.map_batches(
-            _RecordWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=min(pool, len(todo))), num_cpus=1,
+            _RecordWorker, batch_size=batch_size * _RECORDS_PER_SLOT, compute=ray.data.ActorPoolStrategy(size=min(pool, len(todo))), num_cpus=1,
             fn_constructor_kwargs=dict(
-                spec=spec, defaults=defaults, seed=seed, score=score, stride=stride, allow_special=allow_special
+                spec=spec, defaults=defaults, seed=seed, score=score, stride=stride, allow_special=allow_special,
+                batch_size=batch_size,
             ),
             runtime_env={"env_vars": {"OPENBLAS_NUM_THREADS": "1"}},
         )  # fmt: skip
+        sink = Sink(output, tally, on_record, ordered)
         for row in results.iter_rows():
-            result = json.loads(row["result"])
-            tally.count(result)
-            output.write(result)
-            on_record(tally)
+            sink.put(int(row["index"]), json.loads(row["result"]))
     finally:
         if started_here:
             ray.shutdown()

@@ -18,6 +18,10 @@ from gpt2cli.errors import UsageError
 from gpt2cli.cli.common import command_group, examples, model_folder, open_session
 
 commands = command_group()
+# Records decoding together by default: a GPT-2 small step costs about the same from 32 rows to 48
+# and then grows with the rows (benchmarks/README.md, "batch size"), so 32 gives most of the
+# throughput while a record waits for few others.
+DEFAULT_BATCH_SIZE = 32
 
 
 @commands.command(
@@ -36,7 +40,11 @@ def batch(
     lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
     score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
     stride: Annotated[Optional[int], typer.Option("--stride", metavar="S", help="With --score: as score's --stride.")] = None,
-    ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (they already are: records run in order).")] = False,
+    ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (else each as it finishes).")] = False,
+    batch_size: Annotated[
+        int,
+        typer.Option("-b", "--batch-size", min=1, metavar="N", help="Records decoding together (1: one at a time, bit for bit as generate)."),
+    ] = DEFAULT_BATCH_SIZE,
     on_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster (pip install \"gpt2cli[ray]\").")] = False,
     ray_address: Annotated[
         Optional[str],
@@ -70,6 +78,7 @@ def batch(
     finishes; resumable with -o. Each record may override any decoding option (see README)."""
     import sys
 
+    from gpt2cli.batch.engine import check_slots
     from gpt2cli.batch.local import run_records
     from gpt2cli.batch.records import Output, read_records
     from gpt2cli.request import Request
@@ -98,17 +107,25 @@ def batch(
             from gpt2cli.session import check_stride
             from gpt2cli.store.config import read_config
 
+            config = read_config(model_folder(model, revision, weights_dir, offline) / "config.json")
             if stride is not None:  # checked once here, not in every record
-                check_stride(read_config(model_folder(model, revision, weights_dir, offline) / "config.json").n_positions, stride)
+                check_stride(config.n_positions, stride)
+            if not score_texts:  # each actor's slots (on a node like this one)
+                check_slots(config, batch_size)
             spec = ModelSpec(model, revision, None if weights_dir is None else str(weights_dir), offline)
             tally = run_records_on_ray(
-                spec, records, out, address=ray_address, actors=ray_actors, show_progress=stderr_is_tty(), **options
-            )
+                spec, records, out, address=ray_address, actors=ray_actors, show_progress=stderr_is_tty(),
+                batch_size=batch_size, ordered=ordered, **options,
+            )  # fmt: skip
         else:
             session = open_session(model, revision, weights_dir, offline)
             if stride is not None:
                 session.check_stride(stride)
-            tally = run_records(session, records, out, **options)
+            if not score_texts:
+                needed = check_slots(session.config, batch_size)
+                if stderr_is_tty() and batch_size > 1:
+                    note(f"up to {batch_size} records decode together; their keys and values take up to {needed / 1e9:.1f} GB")
+            tally = run_records(session, records, out, batch_size=batch_size, ordered=ordered, **options)
     finally:
         out.close()
         if stream is not sys.stdin:

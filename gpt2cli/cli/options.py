@@ -38,6 +38,7 @@ FLAGS = {
     "stride": "--stride",
     "num_groups": "--groups",
     "diversity_penalty": "--diversity-penalty",
+    "batch_size": "--batch-size",
 }
 
 

@@ -140,6 +140,45 @@ class SharedPrefixCache:
 
 
 
+class SlotCache:
+    """Keys and values of independent sequences, one per slot, each at its own length.
+
+    Continuous batching (gpt2cli.batch.engine): slots 0..n-1 decode together, each at its own
+    position; a finished slot is refilled by prefilling the next prompt into it (slot() is a batch-1
+    KVCache view onto it) while the others wait one step. Allocated once at full capacity.
+    """
+
+    def __init__(self, config: GPT2Config, slots: int, capacity: int):
+        shape = (config.n_layer, slots, config.n_head, capacity, config.head_dim)
+        self.k = np.zeros(shape, dtype=F32)  # [n_layer, S, n_head, capacity, head_dim]
+        self.v = np.zeros(shape, dtype=F32)  # [n_layer, S, n_head, capacity, head_dim]
+        self.lengths = np.zeros(slots, dtype=np.int64)  # [S] positions each slot holds
+        self.mask: np.ndarray | None = None  # [n, 1, 1, span] for the step being run (GPT2Model.step_slots)
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def slot(self, s: int) -> KVCache:
+        """An empty batch-1 KVCache whose storage is slot s: a prompt prefilled into it lands in the slot
+        (by the very code a single run's prefill runs). Set lengths[s] afterwards."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.length = self.k[:, s : s + 1], self.v[:, s : s + 1], 0
+        return view
+
+    def move(self, source: int, target: int) -> None:
+        """Slot target takes over slot source's sequence (keeping the active slots contiguous)."""
+        n = int(self.lengths[source])
+        self.k[:, target, :, :n] = self.k[:, source, :, :n]
+        self.v[:, target, :, :n] = self.v[:, source, :, :n]
+        self.lengths[target] = n
+        self.lengths[source] = 0
+
+
 class GPT2Model:
     """GPT-2 forward passes over a KVCache: a batched prefill, or one-token decode steps.
 
@@ -202,6 +241,8 @@ class GPT2Model:
         kv = qkv[:, cfg.n_embd :].reshape(b, 2, cfg.n_head, cfg.head_dim)  # [B, 2, n_head, head_dim] view
         if isinstance(cache, SharedPrefixCache):
             return self._shared_decode_attention(q, kv, layer, cache, past)
+        if isinstance(cache, SlotCache):
+            return self._slot_decode_attention(q, kv, layer, cache)
         cache.k[layer, :, :, past] = kv[:, 0]
         cache.v[layer, :, :, past] = kv[:, 1]
         k = cache.k[layer, :, :, : past + 1]  # [B, n_head, past+1, head_dim]
@@ -230,6 +271,20 @@ class GPT2Model:
         out = np.matmul(probs[:, :, :, p:], cache.own.v[layer, :, :, : own + 1])  # [B, n_head, 1, head_dim]
         out[:, :, 0] += np.matmul(probs[:, :, 0, :p].transpose(1, 0, 2), shared_v).transpose(1, 0, 2)  # [B, n_head, head_dim]
         return out.reshape(b, self.config.n_embd)
+
+    def _slot_decode_attention(self, q: np.ndarray, kv: np.ndarray, layer: int, cache: SlotCache) -> np.ndarray:
+        """A decoding step of slots 0..n-1, each at its own position: its key and value written there,
+        its query against its own keys only (cache.mask hides the positions past each slot's)."""
+        # q [n, n_head, 1, head_dim] (scaled), kv [n, 2, n_head, head_dim] -> [n, n_embd]
+        n = q.shape[0]
+        positions = cache.lengths[:n]
+        span = cache.mask.shape[-1]
+        cache.k[layer, np.arange(n), :, positions] = kv[:, 0]  # [n, n_head, head_dim] into each slot's position
+        cache.v[layer, np.arange(n), :, positions] = kv[:, 1]
+        scores = np.matmul(q, cache.k[layer, :n, :, :span].transpose(0, 1, 3, 2))  # [n, n_head, 1, span]
+        scores += cache.mask
+        out = np.matmul(softmax(scores, inplace=True), cache.v[layer, :n, :, :span])  # [n, n_head, 1, head_dim]
+        return out.reshape(n, self.config.n_embd)
 
     def _attend_heads(
         self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, past: int, out: np.ndarray, h0: int, h1: int
@@ -351,6 +406,29 @@ class GPT2Model:
         t = qkv.shape[1]
         for cache_part, i in ((cache.k, 1), (cache.v, 2)):
             np.add(qkv[:, :, i, heads].transpose(0, 2, 1, 3), bias[i, heads][:, None], out=cache_part[layer, :, heads, past : past + t])
+
+    def step_slots(self, tokens: np.ndarray, cache: SlotCache) -> np.ndarray:
+        """One decoding step of slots 0..n-1 (n = len(tokens)), each appending its token at its own
+        position: [n] -> logits [n, V]. The rows share every matrix product (one GEMM per weight for
+        all of them), so a step of 32 rows costs a few single-row steps, not 32."""
+        cfg = self.config
+        tokens = np.asarray(tokens)
+        n = len(tokens)
+        positions = cache.lengths[:n]  # [n]
+        if n > cache.slots or (positions >= min(cache.capacity, cfg.n_positions)).any():
+            raise ValueError("a slot is full, or more rows than slots")
+        x = self._wte[tokens]  # [n, n_embd]
+        x += self._wpe[positions]
+        span = int(positions.max()) + 1
+        visible = np.arange(span)[None, :] <= positions[:, None]  # [n, span]
+        cache.mask = np.where(visible, F32(0.0), F32(-np.inf))[:, None, None, :]  # [n, 1, 1, span]
+        split = self.splits(n)
+        with threads.one_blas_thread() if split else nullcontext():
+            for layer in range(cfg.n_layer):
+                self._layer(x, layer, cache, n, 1, -1, split)
+        cache.lengths[:n] += 1
+        cache.mask = None
+        return self.logits(layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps))
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         # [..., n_embd] @ wte.T -> [..., vocab_size]

@@ -1,0 +1,173 @@
+"""Continuous batching (gpt2cli.batch.engine): records decode together in slots at their own
+positions; each record's result is the one-at-a-time result (the same text and tokens, the first
+token's log-probability bit for bit, the later ones to rounding), whatever shares its batch.
+
+The one-at-a-time path (--batch-size 1) is generate's own code: test_batch.py checks it against the
+generate command bit for bit.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from gpt2cli.batch.engine import ContinuousBatch, Job
+from gpt2cli.batch.local import results_of
+from gpt2cli.batch.records import Record
+from gpt2cli.engine.model import SlotCache
+from gpt2cli.request import Request
+from gpt2cli.session import Session
+from tests.support import models as modelfactory
+from tests.support.cli import assert_one_error_line, run
+from tests.support.records import assert_same_record
+
+DEFAULTS = Request(max_tokens=20)
+
+
+@pytest.fixture(scope="module")
+def eos_model(tmp_path_factory):
+    """A model that often ends on <|endoftext|>, so rows finish at different steps."""
+    return modelfactory.write_model(tmp_path_factory.mktemp("cb") / "eos", n_layer=2, seed=5, eos_bias=1.0)
+
+
+def mixed_records(n: int, seed: int = 0) -> list[Record]:
+    """Prompts of 1 to ~60 tokens, greedy and sampled, short and long, with stops and ignore_eos."""
+    rng = random.Random(seed)
+    words = ["the", "cat", "and", "world", "on", "is", "there", "x", "in", "or"]
+    records = []
+    for i in range(n):
+        settings: dict = {"max_tokens": rng.choice([1, 2, 5, 17, 40])}
+        kind = i % 5
+        if kind == 0:
+            settings["temperature"] = 0.0
+        elif kind == 1:
+            settings.update(seed=rng.randrange(1000), top_k=rng.choice([0, 5, 40]))
+        elif kind == 2:
+            settings.update(top_p=0.8, temperature=0.7)
+        elif kind == 3:
+            settings.update(seed=rng.randrange(1000), top_k=0, stop=list("etaoinshrd "), repetition_penalty=1.3, no_repeat_ngram=2)
+        else:
+            settings.update(ignore_eos=True, min_p=0.05)
+        prompt = " ".join(rng.choice(words) for _ in range(rng.choice([0, 1, 3, 12, 30])))
+        records.append(Record(i, prompt, settings, i + 1))
+    return records
+
+
+def run_all(session: Session, records, batch_size: int) -> dict:
+    out = {}
+    for index, result in results_of(session, records, DEFAULTS, 7, False, None, False, batch_size):
+        assert index not in out
+        out[index] = result
+    return out
+
+
+def test_rows_at_different_positions_match_single_rows(tiny_model):
+    model = Session.open(tiny_model).model
+    rng = np.random.default_rng(0)
+    prompts = [list(rng.integers(0, 250, size=n)) for n in (3, 9, 1, 20, 2)]
+    cache = SlotCache(model.config, 6, 64)
+    singles, tokens = [], []
+    for slot, prompt in enumerate(prompts):
+        first = model.forward(np.asarray([prompt]), cache.slot(slot))[0]
+        cache.lengths[slot] = len(prompt)
+        single = model.new_cache(1, 64)
+        assert np.array_equal(model.forward(np.asarray([prompt]), single)[0], first)  # the prefill is a single run's
+        singles.append(single)
+        tokens.append(int(first.argmax()))
+    for _ in range(6):
+        logits = model.step_slots(np.asarray(tokens), cache)
+        assert logits.dtype == np.float32 and logits.shape == (len(prompts), model.config.vocab_size)
+        for row, single in enumerate(singles):
+            alone = model.forward(np.asarray([[tokens[row]]]), single)[0]
+            np.testing.assert_allclose(logits[row], alone, rtol=0, atol=1e-5)
+        tokens = [int(x) for x in logits.argmax(axis=-1)]
+    assert cache.lengths.tolist() == [len(p) + 6 for p in prompts] + [0]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 8, 32])
+def test_records_of_very_different_lengths_each_equal_their_single_run(eos_model, batch_size):
+    session = Session.open(eos_model)
+    records = mixed_records(40)
+    alone = run_all(session, records, 1)
+    together = run_all(session, records, batch_size)
+    assert set(together) == set(alone) == set(range(len(records)))
+    reasons = {r["finish_reason"] for r in alone.values()}
+    assert {"eos", "length", "stop"} <= reasons  # rows really finish at different steps, for each reason
+    for index, expected in alone.items():
+        assert_same_record(together[index], expected, label=index)
+        if expected["logprobs"]:  # the first token comes from the single run's own prefill
+            assert together[index]["logprobs"][0] == expected["logprobs"][0]
+
+
+def test_a_records_tokens_do_not_depend_on_what_shares_its_batch(eos_model):
+    session = Session.open(eos_model)
+    records = mixed_records(30, seed=1)
+    reference = {r.id: res for r, res in zip(records, (run_all(session, records, 4)[i] for i in range(30)))}
+    shuffled = records[:]
+    random.Random(3).shuffle(shuffled)
+    for batch_size, order in ((2, records), (5, shuffled), (16, shuffled[:11])):
+        got = run_all(session, order, batch_size)
+        for index, result in got.items():
+            assert_same_record(result, reference[order[index].id], label=(batch_size, order[index].id))
+
+
+def test_slots_are_refilled_and_compacted(tiny_model):
+    """More records than slots, finishing at different steps: every record once, and the engine never
+    steps an empty slot (the active rows stay in slots 0..n-1)."""
+    session = Session.open(tiny_model)
+    batch = ContinuousBatch(session, 3)
+    stepped = []
+    real_step = batch.model.step_slots
+
+    def step(tokens, cache):
+        assert (cache.lengths[: len(tokens)] > 0).all() and (cache.lengths[len(tokens) :] == 0).all()
+        stepped.append(len(tokens))
+        return real_step(tokens, cache)
+
+    batch.model.step_slots = step
+    lengths = [9, 1, 4, 2, 7, 3, 1, 5]
+    jobs = [Job(i, i, [5 + i, 6], 2, Request(max_tokens=n, temperature=0.0, ignore_eos=True)) for i, n in enumerate(lengths)]
+    done = dict(batch.run(jobs))
+    assert sorted(done) == list(range(len(lengths)))
+    assert [done[i]["completion_tokens"] for i in range(len(lengths))] == lengths
+    assert max(stepped) == 3 and stepped[-1] == 1
+    assert sum(stepped) == sum(n - 1 for n in lengths)  # each token after the first is one row of one step
+
+
+def test_records_the_batch_cannot_hold_run_alone_bit_for_bit(tiny_model):
+    """Contrastive search and a record that slides past the context (128 positions) run through the
+    single-run code inside a batched run."""
+    session = Session.open(tiny_model)
+    records = [
+        Record("c", "Once upon", {"penalty_alpha": 0.6, "top_k": 3, "max_tokens": 8}, 1),
+        Record("slide", "the cat " * 20, {"max_tokens": 120, "temperature": 0.0}, 2),
+        Record("plain", "hello", {"max_tokens": 6, "temperature": 0.0}, 3),
+    ]
+    alone, together = run_all(session, records, 1), run_all(session, records, 8)
+    assert together[0] == alone[0] and together[1] == alone[1]
+    assert_same_record(together[2], alone[2])
+
+
+def test_ordered_holds_results_back_to_input_order(tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    lines = [{"id": "long", "prompt": "a", "max_tokens": 40, "ignore_eos": True}]
+    lines += [{"id": f"short{i}", "prompt": "b", "max_tokens": 2, "ignore_eos": True} for i in range(5)]
+    source.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    finish_order = run("batch", source, "-m", tiny_model, "-b", "4")
+    assert finish_order.code == 0, finish_order.err
+    ids = [json.loads(x)["id"] for x in finish_order.stdout.splitlines()]
+    assert sorted(ids) == sorted(x["id"] for x in lines) and ids[0] != "long"  # written as they finish
+    ordered = run("batch", source, "-m", tiny_model, "-b", "4", "--ordered")
+    assert ordered.code == 0, ordered.err
+    assert [json.loads(x)["id"] for x in ordered.stdout.splitlines()] == [x["id"] for x in lines]
+
+
+def test_a_batch_size_that_cannot_fit_in_memory_is_refused_up_front(tiny_model):
+    r = run("batch", "-", "-m", tiny_model, "-b", "100000000", stdin='{"prompt": "x"}\n')
+    message = assert_one_error_line(r, 2)
+    assert "--batch-size" in message and "GB" in message and "available" in message
+    bad = run("batch", "-", "-m", tiny_model, "-b", "0", stdin='{"prompt": "x"}\n')
+    assert "--batch-size" in assert_one_error_line(bad, 2)
