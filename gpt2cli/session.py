@@ -271,24 +271,18 @@ class Session:
             return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
 
     def prefills(self, ids: list[int], max_new_tokens: int) -> Prefills:
-        """ids' prefills for several compare() rows of up to max_new_tokens each: each kind runs once, when
-        first needed (the prompt's keys and values held once per kind, whatever the rows)."""
+        """ids' prefills, each kind run once when first needed, for compare() rows of up to max_new_tokens."""
         return Prefills(self.model, ids, min(self.config.n_positions, len(ids) + max_new_tokens))
 
     def compare(
         self, ids: list[int], strategy: Strategy, max_new_tokens: int, seed: int | None = 0, prefills: Prefills | None = None
     ) -> Compared:
-        """One strategy's continuation of ids (which must leave room for max_new_tokens in the context).
-
-        prefills: ids' shared prefills (self.prefills), which the row and its log-probabilities start
-        from; without, they prefill ids themselves. Either way the row is the same, bit for bit: it
-        decodes alone. Rows of different strategies are never batched into one forward pass, since a
-        batched product rounds differently from a single row's and each row must equal its decoding
-        run alone (the standalone command's). Each row allocates only what that decoding allocates
-        after a prefill: its own new positions (sampled rows: a copy of the prompt's keys and values;
-        beam: each beam's new positions; diverse beam and contrastive: a copy per beam or candidate),
-        and its log-probability pass one more copy, dropped when done.
-        """
+        """One strategy's continuation of ids (which must leave room for max_new_tokens in the context),
+        from ids' shared prefills (self.prefills) or, without, prefilling them itself: the same row, bit
+        for bit. Rows are never batched together: a batched product rounds differently from one row's,
+        and each row must equal its decoding run alone. A row allocates what its decoding does after a
+        prefill (sampled: a copy of the prompt's keys and values; beam: the beams' new positions only;
+        diverse beam, contrastive: a copy per beam or candidate), and its log-probability pass a copy."""
         s, penalties = strategy.settings, strategy.penalties()
         last = prefills.last_position() if prefills else None
         if strategy.name in ("beam", "diverse-beam"):
