@@ -20,6 +20,7 @@ from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.contrastive import contrastive_search
 from gpt2cli.decoding.generate import NonFiniteLogits, Overflow, check_logits, fit_prompt, generate
 from gpt2cli.decoding.group_beam import group_beam_search
+from gpt2cli.decoding.prefix import Prefills, Prefix
 from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
@@ -156,11 +157,14 @@ class Session:
         stops: tuple[str, ...] = (),
         warn: Callable[[str], None] = lambda message: None,
         progress: Progress | None = None,
+        prefix: Prefix | None = None,
     ) -> "Generation":
         """num_samples continuations of ids decoded together; iterate the result to run it step by step.
 
         contrastive=(penalty_alpha, top_k): contrastive search instead of the sampler (one row; it does
         not slide). Options and the prompt's fit are checked now, before anything is decoded.
+        prefix: the prompt already prefilled (Prefills: every_position's for contrastive search,
+        last_position's otherwise), shared with other decodings.
         """
         generate_module.check_options(max_new_tokens, num_samples, on_overflow)
         if contrastive is None:
@@ -175,13 +179,13 @@ class Session:
             steps = contrastive_search(
                 self.model, ids, penalty_alpha=alpha, top_k=top_k, max_new_tokens=max_new_tokens,
                 eos_token_id=None if ignore_eos else self.eos, penalties=penalties, logprobs=logprobs,
-                prefill_progress=progress,
+                prefill_progress=progress, prefix=prefix,
             )  # fmt: skip
             return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps, len(ids), self._weights_named)
         steps = generate(
             self.model, ids, sampler, max_new_tokens,
             num_samples=num_samples, eos_token_id=self.eos, ignore_eos=ignore_eos, logprobs=logprobs,
-            on_overflow=on_overflow, penalties=penalties, warn=warn, prefill_progress=progress,
+            on_overflow=on_overflow, penalties=penalties, warn=warn, prefill_progress=progress, prefix=prefix,
         )  # fmt: skip
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
         # generate() has checked the fit already (and warned): this only learns the length it kept
@@ -201,15 +205,16 @@ class Session:
             progress=progress,
         )  # fmt: skip
 
-    def beam(self, ids: list[int], *, progress: Progress | None = None, **options) -> list[Decoded]:
+    def beam(self, ids: list[int], *, progress: Progress | None = None, prefix: Prefix | None = None, **options) -> list[Decoded]:
         """The best hypotheses of beam search (decoding.beam.beam_search's options), best first; with
-        num_groups and diversity_penalty, diverse beam search (decoding.group_beam)."""
+        num_groups and diversity_penalty, diverse beam search (decoding.group_beam). prefix: ids already
+        prefilled (Prefills.last_position), shared with other decodings."""
         beams, new = options.get("num_beams", 1), options.get("max_new_tokens", 1)
         if isinstance(beams, int) and isinstance(new, int) and beams >= 1 and new >= 1:  # else beam_search says what is wrong
             check_memory(beam_module.cache_bytes(self.config, len(ids), new, beams), "num_beams", beams, len(ids), new)
         search = group_beam_search if "num_groups" in options else beam_search  # 1 group: beam_search
         with self._weights_named():
-            hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, **options)
+            hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, prefix=prefix, **options)
         return [self._decoded(h.tokens, h.score, h.logprob, h.finish_reason) for h in hyps]
 
     def decode_one(self, ids: list[int], sampler: Sampler, max_new_tokens: int, length_penalty: float = 1.0) -> Decoded:
@@ -246,35 +251,58 @@ class Session:
         total = float(logprobs.sum())
         return Scored(ids, logprobs, total, _perplexity(total, len(ids)))
 
-    def token_logprobs(self, ids: list[int], continuation: list[int]) -> list[float]:
+    def token_logprobs(self, ids: list[int], continuation: list[int], prefix: Prefix | None = None) -> list[float]:
         """Each continuation token's log-probability under the raw distribution, given ids and the tokens
-        before it: one pass over ids + continuation."""
+        before it: the last position's logits of ids' prefill (Prefix.last_position: prefix, shared, or
+        one of our own), then one pass over the continuation from a copy of its keys and values."""
         if not continuation:
             return []
-        seq = np.asarray([ids + continuation[:-1]])  # [1, T]
-        logits = self.model.forward(seq, self.model.new_cache(1, seq.shape[1]), all_logits=True)[0, len(ids) - 1 :]
+        needed = len(ids) + len(continuation) - 1  # positions: the last token is never fed
+        if prefix is None:
+            prefix = Prefix.last_position(self.model, ids, needed)
+        else:
+            prefix.check(ids, needed)
+        logits = prefix.logits  # [1, V]: the first token's
+        if len(continuation) > 1:
+            cache = prefix.cache.repeat(1)  # this pass's own copy of the prompt's keys and values, dropped after
+            rest = self.model.forward(np.asarray([continuation[:-1]]), cache, all_logits=True)[0]  # [n-1, V]
+            logits = np.concatenate([logits, rest])  # [n, V]
         with self._weights_named():
             return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
 
-    def compare(self, ids: list[int], strategy: Strategy, max_new_tokens: int, seed: int | None = 0) -> Compared:
-        """One strategy's continuation of ids (which must leave room for max_new_tokens in the context)."""
+    def prefills(self, ids: list[int], max_new_tokens: int) -> Prefills:
+        """ids' prefills, each kind run once when first needed, for compare() rows of up to max_new_tokens."""
+        return Prefills(self.model, ids, min(self.config.n_positions, len(ids) + max_new_tokens))
+
+    def compare(
+        self, ids: list[int], strategy: Strategy, max_new_tokens: int, seed: int | None = 0, prefills: Prefills | None = None
+    ) -> Compared:
+        """One strategy's continuation of ids (which must leave room for max_new_tokens in the context),
+        from ids' shared prefills (self.prefills) or, without, prefilling them itself: the same row, bit
+        for bit. Rows are never batched together: a batched product rounds differently from one row's,
+        and each row must equal its decoding run alone. A row allocates what its decoding does after a
+        prefill (sampled: a copy of the prompt's keys and values; beam: the beams' new positions only;
+        diverse beam, contrastive: a copy per beam or candidate), and its log-probability pass a copy."""
         s, penalties = strategy.settings, strategy.penalties()
+        last = prefills.last_position() if prefills else None
         if strategy.name in ("beam", "diverse-beam"):
-            best = self.beam(ids, max_new_tokens=max_new_tokens, **strategy.beam_options())[0]
+            best = self.beam(ids, max_new_tokens=max_new_tokens, prefix=last, **strategy.beam_options())[0]
             tokens, reason = best.tokens, best.finish_reason
         else:
             searched = (s["alpha"], s["k"]) if strategy.name == "contrastive" else None
             sampler = Sampler(SamplingOptions(0.0, 0, 1.0) if searched else strategy.sampling(), seed)
+            start = None if prefills is None else prefills.every_position() if searched else last
             run = self.generate(
-                ids, sampler, max_new_tokens, penalties=penalties, contrastive=searched, on_overflow=Overflow.ERROR
-            )
+                ids, sampler, max_new_tokens, penalties=penalties, contrastive=searched, on_overflow=Overflow.ERROR,
+                prefix=start,
+            )  # fmt: skip
             for _ in run:
                 pass
             row = run.rows[0]
             reason = row.finish_reason
             tokens = row.tokens + ([self.eos] if reason == "eos" else [])
         shown = tokens[:-1] if tokens and tokens[-1] == self.eos else tokens
-        return Compared(strategy, self.tokenizer.decode(shown), tokens, self.token_logprobs(ids, tokens), reason)
+        return Compared(strategy, self.tokenizer.decode(shown), tokens, self.token_logprobs(ids, tokens, last), reason)
 
     def check_stride(self, stride: int) -> int:
         """Raises InvalidValue unless 1 <= stride <= the context; returns the context."""

@@ -162,11 +162,11 @@ def compare(
     ids = fit_prompt(session.prompt_ids(text, allow_special), session.model.config.n_positions, max_tokens, mode, note)
     table = out.is_tty and not json_out
     progress = ProgressLine("comparing", delay=0.0, unit="decoding") if stderr_is_tty() else None
-    rows = []
+    rows, shared = [], session.prefills(ids, max_tokens)  # the prompt prefilled once for every row
     for i, chosen_strategy in enumerate(chosen):
         if progress is not None:
             progress(i, len(chosen))
-        rows.append(session.compare(ids, chosen_strategy, max_tokens, seed))
+        rows.append(session.compare(ids, chosen_strategy, max_tokens, seed, shared))
         if not (json_out or table):  # piped: each row as it finishes
             out.write(f"{render.compared_heading(rows[-1])}\n{rows[-1].text}\n")
     if progress is not None:

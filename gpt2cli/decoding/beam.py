@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from gpt2cli.decoding.generate import check_logits
+from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import kv_cache_bytes
@@ -108,6 +109,7 @@ def beam_search(
     eos_token_id: int | None = None,
     num_return: int | None = None,
     prefill_progress=None,
+    prefix: Prefix | None = None,
 ) -> list[Hypothesis]:
     """The best `num_return` finished hypotheses, best first, as transformers' generate(num_beams=...) finds them.
 
@@ -115,7 +117,8 @@ def beam_search(
     finished; False also stops once the best running beam, scored at its current length, cannot beat
     the worst finished one; "never" judges that at max_new_tokens when length_penalty > 0.
     num_beams=1 is greedy decoding, as generate() does it. Raises UsageError for bad options and for
-    prompt + max_new_tokens beyond the context (beam search does not slide).
+    prompt + max_new_tokens beyond the context (beam search does not slide). prefix: prompt_ids
+    already prefilled by Prefix.last_position (shared with other decodings: read, never written).
     """
     num_return = num_beams if num_return is None else num_return
     validate_options(
@@ -138,7 +141,12 @@ def beam_search(
         model, prompt_ids, num_beams, max_new_tokens, length_penalty, True if num_beams == 1 else early_stopping,
         Penalties(repetition_penalty, no_repeat_ngram_size), model.config.eos_token_id if eos_token_id is None else eos_token_id,
     )  # fmt: skip
-    return search.run(prefill_progress)[:num_return]
+    capacity = total - 1  # the last token chosen is never fed back
+    if prefix is None:
+        prefix = Prefix.last_position(model, prompt_ids, capacity, prefill_progress)
+    else:
+        prefix.check(prompt_ids, capacity)
+    return search.run(prefix)[:num_return]
 
 
 class _Search:
@@ -154,12 +162,13 @@ class _Search:
         self.running[0] = 0.0
         self.finished: list[Hypothesis] = []  # best first, at most num_beams (transformers' beam_scores slots)
 
-    def run(self, prefill_progress) -> list[Hypothesis]:
-        """The search, step by step (one batched forward pass of every beam per step)."""
+    def run(self, prefix: Prefix) -> list[Hypothesis]:
+        """The search from the prompt's prefill, step by step (one batched forward pass of every beam per step)."""
         model, n_prompt, beams = self.model, self.n_prompt, self.num_beams
-        cache = model.new_cache(1, capacity=self.sequences.shape[1] - 1)  # the last token chosen is never fed back
-        logits = model.forward(self.sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]: one prefill
-        cache = cache.share(beams)  # the prompt's keys and values held once for every beam
+        logits = prefix.logits.copy()  # [1, V] (_step takes its log-softmax in place)
+        # The prompt's keys and values held once for every beam (reorder moves only the beams' own positions);
+        # each beam adds its new positions only.
+        cache = prefix.cache.share(beams)
         identity = np.arange(beams)
         for step in range(1, self.max_new_tokens + 1):
             cur = n_prompt + step - 1  # tokens in each running sequence

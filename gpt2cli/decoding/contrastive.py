@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from gpt2cli.decoding.generate import Step, check_logits
+from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties
 from gpt2cli.engine.kernels import F32, log_softmax, softmax
 from gpt2cli.engine.model import GPT2Model, Progress
@@ -42,9 +43,11 @@ def contrastive_search(
     penalties: Penalties = Penalties(),
     logprobs: bool = False,
     prefill_progress: Progress | None = None,
+    prefix: Prefix | None = None,
 ) -> Iterator[Step]:
     """One Step per new token (one row), until max_new_tokens or eos. Options and the prompt's fit are
-    checked now; contrastive search does not slide, so prompt + max_new_tokens must fit the context."""
+    checked now; contrastive search does not slide, so prompt + max_new_tokens must fit the context.
+    prefix: the prompt already prefilled by Prefix.every_position (shared: read, never written)."""
     check_options(penalty_alpha, top_k)
     penalties.validate()
     if max_new_tokens < 1:
@@ -58,20 +61,23 @@ def contrastive_search(
             "max_new_tokens",
         )
     k = min(top_k, model.config.vocab_size)
-    return _steps(model, prompt, float(penalty_alpha), k, max_new_tokens, eos_token_id, penalties, logprobs, prefill_progress)
+    if prefix is not None:
+        prefix.check(prompt, total, every_position=True)
+    return _steps(model, prompt, float(penalty_alpha), k, max_new_tokens, eos_token_id, penalties, logprobs, prefill_progress, prefix)
 
 
-def _steps(model, prompt, alpha, k, max_new_tokens, eos_token_id, penalties, logprobs, progress) -> Iterator[Step]:
+def _steps(model, prompt, alpha, k, max_new_tokens, eos_token_id, penalties, logprobs, progress, prefix) -> Iterator[Step]:
     n_prompt = len(prompt)
     total = n_prompt + max_new_tokens
     sequence = np.empty(total, dtype=np.int64)  # [prompt + new]
     sequence[:n_prompt] = prompt
-    cache = model.new_cache(1, total)
-    hidden = model.hidden_states(np.asarray([prompt]), cache, progress)[0]  # [T, n_embd]
-    logits = model.logits(hidden[-1:])  # [1, V]
-    context = np.empty((total, hidden.shape[1]), F32)  # [prompt + new, n_embd]: unit hidden states so far
-    context[:n_prompt] = _unit_rows(hidden)
-    cache = cache.repeat(k)  # every row holds the same sequence; row i tries candidate i
+    if prefix is None:
+        prefix = Prefix.every_position(model, prompt, total, progress)
+    logits = prefix.logits  # [1, V] (read only)
+    context = np.empty((total, prefix.hidden.shape[1]), F32)  # [prompt + new, n_embd]: unit hidden states so far
+    context[:n_prompt] = _unit_rows(prefix.hidden)
+    cache = prefix.cache.repeat(k)  # every row holds the same sequence; row i tries candidate i
+    prefix = None  # a prefill of our own goes once copied
     alpha_f = F32(alpha)
     for step in range(max_new_tokens):
         cur = n_prompt + step

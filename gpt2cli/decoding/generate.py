@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties, Sampler
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress, kv_cache_bytes
@@ -124,6 +125,7 @@ def generate(
     penalties: Penalties = Penalties(),
     warn: Callable[[str], None] = lambda message: None,
     prefill_progress: Progress | None = None,
+    prefix: Prefix | None = None,
 ) -> Iterator[Step]:
     """Decodes num_samples rows together, one Step per new token, until max_new_tokens or every row's eos.
 
@@ -132,7 +134,8 @@ def generate(
     The prompt is prefilled once and shared by every row. With on_overflow="slide", a full context
     is re-encoded from the most recent half window of each row, so generation can go on forever.
     Arguments and the prompt's fit are checked here, before the first step is asked for, so a
-    caller learns of an error before it prints anything.
+    caller learns of an error before it prints anything. prefix: the prompt (as fitted) already
+    prefilled by Prefix.last_position, shared with other decodings: read, never written.
     """
     check_options(max_new_tokens, num_samples, on_overflow)
     penalties.validate()
@@ -142,24 +145,34 @@ def generate(
     prompt = fit_prompt(prompt, model.config.n_positions, max_new_tokens, on_overflow, notes.append)
     for message in notes:
         warn(message)
+    # Sized to what the run can reach (the last token chosen is never fed back), not the context.
+    capacity = min(model.config.n_positions, len(prompt) + max_new_tokens - 1)
+    if prefix is not None:
+        prefix.check(prompt, capacity)
     stop_on_eos = None if ignore_eos else eos_token_id
     return _steps(
         model, prompt, sampler, max_new_tokens, num_samples, stop_on_eos, logprobs, penalties, warn, bool(notes),
-        prefill_progress,
+        prefill_progress, prefix, capacity,
     )  # fmt: skip
 
 
 def _steps(
-    model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, penalties, warn, warned, prefill_progress
+    model, prompt, sampler, max_new_tokens, num_samples, eos_token_id, logprobs, penalties, warn, warned, prefill_progress,
+    prefix, capacity,
 ) -> Iterator[Step]:
     n_ctx = model.config.n_positions
-    # Sized to what the run can reach (the last token chosen is never fed back), not the context.
-    capacity = min(n_ctx, len(prompt) + max_new_tokens - 1)
-    cache = model.new_cache(1, capacity)
-    logits = model.forward(np.asarray([prompt]), cache, progress=prefill_progress)  # [1, V]
+    shared = prefix is not None
+    if not shared:
+        prefix = Prefix.last_position(model, prompt, capacity, prefill_progress)
     if num_samples > 1:
-        cache = cache.share(num_samples)  # the prompt's keys and values held once for every row
-    logits = np.repeat(logits, num_samples, axis=0)  # [B, V]
+        cache = prefix.cache.share(num_samples)  # the prompt's keys and values held once for every row
+    else:
+        # One row writes its new positions after the prompt's: into the prefill's cache when it is ours,
+        # else into a copy (the prompt's positions copied; a SharedPrefixCache of one row would round
+        # its attention differently from the cache it has alone).
+        cache = prefix.cache.repeat(1) if shared else prefix.cache
+    logits = np.repeat(prefix.logits, num_samples, axis=0)  # [B, V]
+    prefix = None  # only through cache from here, so a slide lets the prompt's keys and values go
     sequences = np.empty((num_samples, len(prompt) + max_new_tokens), dtype=np.int64)  # [B, prompt + new]
     sequences[:, : len(prompt)] = prompt
     length = len(prompt)  # of every row in sequences

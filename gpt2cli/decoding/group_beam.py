@@ -11,6 +11,7 @@ import numpy as np
 
 from gpt2cli.decoding.beam import _NEG, F32, Hypothesis, beam_search, top_k, validate_options
 from gpt2cli.decoding.generate import check_logits
+from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties, _is_int
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
@@ -80,6 +81,7 @@ def group_beam_search(
     eos_token_id: int | None = None,
     num_return: int | None = None,
     prefill_progress=None,
+    prefix: Prefix | None = None,
 ) -> list[Hypothesis]:
     """The best `num_return` hypotheses of all groups, best first, as transformers 4.55.4's
     generate(num_beams=..., num_beam_groups=..., diversity_penalty=...) finds them (pad = eos).
@@ -87,7 +89,8 @@ def group_beam_search(
     Each group keeps num_beams / num_groups beams and finished hypotheses and stops on its own
     (early_stopping as in beam_search, judged on the step's best candidate); a finished group
     feeds <|endoftext|> while the others run on, which counts against <|endoftext|> for later groups.
-    Scores and logprobs include the diversity penalties paid. num_groups=1 is beam_search.
+    Scores and logprobs include the diversity penalties paid. num_groups=1 is beam_search. prefix: as
+    beam_search's (Prefix.last_position of prompt_ids; read, never written).
     """
     validate_group_options(num_beams=num_beams, num_groups=num_groups, diversity_penalty=diversity_penalty)
     common = dict(
@@ -96,7 +99,7 @@ def group_beam_search(
         repetition_penalty=repetition_penalty, num_return=num_beams if num_return is None else num_return,
     )  # fmt: skip
     if num_groups == 1:
-        return beam_search(model, prompt_ids, eos_token_id=eos_token_id, prefill_progress=prefill_progress, **common)
+        return beam_search(model, prompt_ids, eos_token_id=eos_token_id, prefill_progress=prefill_progress, prefix=prefix, **common)
     validate_options(**common)
     if len(prompt_ids) == 0:
         raise UsageError("beam search needs at least one prompt token (pass [eos] for an empty prompt)")
@@ -113,7 +116,15 @@ def group_beam_search(
         cfg.eos_token_id if eos_token_id is None else eos_token_id,
         [_Finished(num_beams // num_groups, length_penalty, early_stopping, max_new_tokens) for _ in range(num_groups)],
     )  # fmt: skip
-    search.run(num_beams, max_new_tokens, prefill_progress)
+    if prefix is None:
+        prefix = Prefix.last_position(model, prompt_ids, total, prefill_progress)
+    else:
+        prefix.check(prompt_ids, total)
+    # Every beam's own copy of the prompt's keys and values (reordered in place); a prefill of our own is
+    # dropped once copied.
+    start = (prefix.logits.copy(), prefix.cache.repeat(num_beams))  # [1, V] (its log-softmax is taken in place)
+    del prefix
+    search.run(num_beams, max_new_tokens, *start)
     candidates = sorted((b for group in search.finished for b in group.beams), key=lambda b: b[0])
     # transformers pops the best from the end of an ascending stable sort: of equal scores, the last added first.
     return [candidates.pop()[1] for _ in range(common["num_return"])]
@@ -127,7 +138,7 @@ class _GroupSearch:
         self.diversity, self.penalties, self.eos, self.finished = diversity, penalties, eos, finished
         self.done = [False] * num_groups
 
-    def run(self, num_beams: int, max_new_tokens: int, prefill_progress) -> None:
+    def run(self, num_beams: int, max_new_tokens: int, logits: np.ndarray, cache) -> None:
         n_prompt = len(self.prompt_ids)
         size = num_beams // self.num_groups
         total = n_prompt + max_new_tokens
@@ -139,9 +150,6 @@ class _GroupSearch:
         self.running[::size] = 0.0
         identity = np.arange(num_beams)
 
-        cache = self.model.new_cache(1, capacity=total)
-        logits = self.model.forward(self.sequences[:1, :n_prompt], cache, progress=prefill_progress)  # [1, V]
-        cache = cache.repeat(num_beams)
         for step in range(1, max_new_tokens + 1):
             cur = n_prompt + step - 1  # tokens in each running sequence
             logprobs = log_softmax(check_logits(logits), inplace=True)  # [beams, V] ([1, V] at step 1)
