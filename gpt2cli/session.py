@@ -270,9 +270,11 @@ class Session:
         with self._weights_named():
             return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
 
-    def prefills(self, ids: list[int], max_new_tokens: int) -> Prefills:
-        """ids' prefills, each kind run once when first needed, for compare() rows of up to max_new_tokens."""
-        return Prefills(self.model, ids, min(self.config.n_positions, len(ids) + max_new_tokens))
+    def prefills(self, ids: list[int], max_new_tokens: int, strategies: "list[Strategy] | None" = None) -> Prefills:
+        """ids' prefills for compare() rows of up to max_new_tokens: the prompt runs through the model once
+        (for both kinds at once when the strategies include contrastive search)."""
+        both = any(s.name == "contrastive" for s in strategies or ())
+        return Prefills(self.model, ids, min(self.config.n_positions, len(ids) + max_new_tokens), both=both)
 
     def compare(
         self, ids: list[int], strategy: Strategy, max_new_tokens: int, seed: int | None = 0, prefills: Prefills | None = None

@@ -13,6 +13,7 @@ from gpt2cli.cli import render
 from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.contrastive import contrastive_search
 from gpt2cli.decoding.generate import generate
+from gpt2cli.decoding.prefix import Prefills, Prefix
 from gpt2cli.decoding.group_beam import group_beam_search
 from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import DEFAULT_SET, parse
@@ -157,16 +158,17 @@ def test_a_prefix_of_another_prompt_or_too_small_is_refused(session):
 @pytest.fixture
 def prompt_passes(monkeypatch):
     """The token counts of every pass that starts at position 0, i.e. that reads the prompt (GPT2Model's
-    real hidden_states, which forward goes through too, wrapped in a counter)."""
+    real _run_layers, which every pass over tokens goes through (forward, hidden_states,
+    prefill_two_ways), wrapped in a counter)."""
     passes: list[int] = []
-    real = GPT2Model.hidden_states
+    real = GPT2Model._run_layers
 
     def counted(self, tokens, cache, *args, **kwargs):
         if cache.length == 0:
             passes.append(np.asarray(tokens).shape[1])
         return real(self, tokens, cache, *args, **kwargs)
 
-    monkeypatch.setattr(GPT2Model, "hidden_states", counted)
+    monkeypatch.setattr(GPT2Model, "_run_layers", counted)
     return passes
 
 
@@ -176,9 +178,9 @@ def prompt_passes(monkeypatch):
         # one pass: the last-position prefill that generate and beam search start from, and the rows'
         # log-probabilities continue
         (["greedy", "beam:beams=3,no_repeat_ngram=2", "top-p:p=0.9,temperature=0.7", "diverse-beam"], 1),
-        # contrastive search compares candidates to every position's hidden state: one every-position
-        # pass more, however many contrastive rows (the two passes round differently at the last layer)
-        (list(DEFAULT_SET) + ["contrastive:alpha=0.4,k=3"], 2),
+        # contrastive search compares candidates to every position's hidden state: the layers below the
+        # last run once for both kinds of prefill, only the last layer twice (GPT2Model.prefill_two_ways)
+        (list(DEFAULT_SET) + ["contrastive:alpha=0.4,k=3"], 1),
     ],
 )
 def test_compare_reads_the_prompt_once_for_the_whole_table(folder, prompt_passes, specs, passes):
@@ -201,3 +203,17 @@ def test_compare_prints_what_the_rows_from_scratch_give(folder, session):
     piped = run(*args)
     assert piped.code == 0, piped.err
     assert piped.stdout == "".join(f"{render.compared_heading(c)}\n{c.text}\n" for c in alone)
+
+
+@pytest.mark.parametrize("length", [1, 5, 40])  # 40: a prompt long enough to be prefilled split over threads
+def test_both_prefills_from_one_pass_equal_each_made_alone(session, length):
+    model = session.model
+    prompt = [(7 * i + 3) % 250 for i in range(length)]
+    capacity = length + 4
+    last_alone = Prefix.last_position(model, prompt, capacity)
+    every_alone = Prefix.every_position(model, prompt, capacity)
+    both = Prefills(model, prompt, capacity, both=True)
+    for alone, shared in ((last_alone, both.last_position()), (every_alone, both.every_position())):
+        assert np.array_equal(shared.logits, alone.logits) and shared.cache.length == alone.cache.length == length
+        assert np.array_equal(shared.cache.k, alone.cache.k) and np.array_equal(shared.cache.v, alone.cache.v)
+    assert np.array_equal(both.every_position().hidden, every_alone.hidden)

@@ -162,7 +162,7 @@ def compare(
     ids = fit_prompt(session.prompt_ids(text, allow_special), session.model.config.n_positions, max_tokens, mode, note)
     table = out.is_tty and not json_out
     progress = ProgressLine("comparing", delay=0.0, unit="decoding") if stderr_is_tty() else None
-    rows, shared = [], session.prefills(ids, max_tokens)  # the prompt prefilled once for every row
+    rows, shared = [], session.prefills(ids, max_tokens, chosen)  # the prompt prefilled once for every row
     for i, chosen_strategy in enumerate(chosen):
         if progress is not None:
             progress(i, len(chosen))

@@ -56,27 +56,45 @@ class Prefix:
 
 
 class Prefills:
-    """One prompt's prefills for several decodings: each kind of pass runs at most once, when a decoding
-    first asks for it, and is frozen so that no decoding changes what the next one starts from.
+    """One prompt's prefills for several decodings, each frozen so that no decoding changes what the next
+    one starts from.
 
     Two kinds, because contrastive search's prefill (every position through the last layer) and the
     others' (the last position only, GPT2Model.forward's shortcut) round differently at the last
-    layer, and every decoding must give exactly what it gives alone. A set without contrastive search
-    runs the prompt through the model once; with it, twice, however many rows there are.
-    Memory: each pass's keys and values once (capacity positions, of which the prompt's are written).
+    layer, and every decoding must give exactly what it gives alone. With both=True (a set that
+    includes contrastive search) the first request makes both from one pass over the layers below the
+    last (GPT2Model.prefill_two_ways); otherwise each kind is made when first asked for. Either way the
+    prompt goes through the model once. Memory: each kind's keys and values once (capacity positions,
+    of which the prompt's are written).
     """
 
-    def __init__(self, model: GPT2Model, prompt: list[int], capacity: int, progress: Progress | None = None):
-        self.model, self.prompt, self.capacity, self.progress = model, list(prompt), capacity, progress
+    def __init__(
+        self, model: GPT2Model, prompt: list[int], capacity: int, progress: Progress | None = None, *, both: bool = False
+    ):
+        self.model, self.prompt, self.capacity, self.progress, self.both = model, list(prompt), capacity, progress, both
         self._last: Prefix | None = None
         self._every: Prefix | None = None
 
     def last_position(self) -> Prefix:
         if self._last is None:
-            self._last = Prefix.last_position(self.model, self.prompt, self.capacity, self.progress).freeze()
+            if self.both:
+                self._make_both()
+            else:
+                self._last = Prefix.last_position(self.model, self.prompt, self.capacity, self.progress).freeze()
         return self._last
 
     def every_position(self) -> Prefix:
         if self._every is None:
-            self._every = Prefix.every_position(self.model, self.prompt, self.capacity, self.progress).freeze()
+            if self.both:
+                self._make_both()
+            else:
+                self._every = Prefix.every_position(self.model, self.prompt, self.capacity, self.progress).freeze()
         return self._every
+
+    def _make_both(self) -> None:
+        tokens = tuple(int(t) for t in self.prompt)
+        last, every = self.model.new_cache(1, self.capacity), self.model.new_cache(1, self.capacity)
+        h_last, h_every = self.model.prefill_two_ways(np.asarray([self.prompt]), last, every, self.progress)
+        self._last = Prefix(tokens, last, self.model.logits(h_last[:, -1])).freeze()  # as GPT2Model.forward: [1, V]
+        hidden = h_every[0]  # [T, n_embd]
+        self._every = Prefix(tokens, every, self.model.logits(hidden[-1:]), hidden).freeze()

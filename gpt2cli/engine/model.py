@@ -323,8 +323,46 @@ class GPT2Model:
         512-token prompt that skips 3 of the last layer's 4 products and most of its attention.
         progress(layers_done, n_layer) is called after each layer, for a caller that shows long prefills.
         """
-        cfg = self.config
         tokens = np.asarray(tokens)
+        shortcut = last_only and tokens.shape[1] > 1
+        x, split = self._run_layers(tokens, cache, progress, self.config.n_layer - 1 if shortcut else self.config.n_layer)
+        if shortcut:
+            return self._last_layer_last_position(x, tokens.shape, cache, split, progress)
+        return self._final_norm(x, tokens.shape, cache, split)
+
+    def prefill_two_ways(
+        self, tokens: np.ndarray, last: KVCache, every: KVCache, progress: Progress | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Both prefills of one prompt (batch 1, empty caches) from one pass over all layers but the last:
+        into `last` as hidden_states(last_only=True) fills it, into `every` as hidden_states() does, bit
+        for bit; returns (the last position's hidden state [1, 1, n_embd], every position's [1, T, n_embd]).
+
+        Contrastive search compares candidates with every position's hidden state, the other decodings
+        start from the last-position shortcut; the layers below the last are the same in both, so they
+        run once and only the last layer runs twice (`compare` reads its prompt once).
+        """
+        tokens = np.asarray(tokens)
+        b, t = tokens.shape
+        if b != 1 or last.length or every.length:
+            raise ValueError("prefill_two_ways fills two empty batch-1 caches")
+        if t == 1:  # no shortcut: both are the whole pass
+            h = self.hidden_states(tokens, every, progress)
+            last.k[:, :, :, :1], last.v[:, :, :, :1], last.length = every.k[:, :, :, :1], every.v[:, :, :, :1], 1
+            return h, h
+        below = self.config.n_layer - 1
+        x, split = self._run_layers(tokens, last, progress, below)
+        every.k[:below, :, :, :t] = last.k[:below, :, :, :t]
+        every.v[:below, :, :, :t] = last.v[:below, :, :, :t]
+        full = x.copy()  # [T, n_embd]
+        with threads.one_blas_thread() if split else nullcontext():
+            self._layer(full, below, every, b, t, 0, split)
+        h_every = self._final_norm(full, tokens.shape, every, split)
+        return self._last_layer_last_position(x, tokens.shape, last, split, None), h_every
+
+    def _run_layers(self, tokens: np.ndarray, cache: KVCache, progress: Progress | None, layers: int) -> tuple[np.ndarray, bool]:
+        """Embeds tokens [B, T] at the cache's next positions and runs the first `layers` layers over them,
+        writing their keys and values: (the residual stream [B*T, n_embd], whether the pass runs split)."""
+        cfg = self.config
         b, t = tokens.shape
         past = cache.length
         if b != cache.batch:
@@ -334,27 +372,37 @@ class GPT2Model:
         if past + t > min(cache.capacity, cfg.n_positions):
             raise ValueError(f"{past + t} positions exceed the context of {min(cache.capacity, cfg.n_positions)}")
         x = self._wte[tokens.reshape(-1)]  # [B*T, n_embd]
-        positions = x.reshape(b, t, -1)  # [B, T, n_embd] view
-        positions += self._wpe[past : past + t]
+        x.reshape(b, t, -1)[...] += self._wpe[past : past + t]
         split = self.splits(b * t)
-        shortcut = last_only and t > 1
-        full_layers = cfg.n_layer - 1 if shortcut else cfg.n_layer
         with threads.one_blas_thread() if split else nullcontext():
-            for layer in range(full_layers):
+            for layer in range(layers):
                 self._layer(x, layer, cache, b, t, past, split)
                 if progress is not None:
                     progress(layer + 1, cfg.n_layer)
-            if shortcut:
-                head = x.reshape(b, t, -1)[:, :-1].reshape(b * (t - 1), -1)  # [B*(T-1), n_embd]
-                self._store_kv(head, full_layers, cache, b, t - 1, past, split)
-        if shortcut:  # the last position alone through the last layer, as a decoding step does it
-            x = np.ascontiguousarray(positions[:, -1])  # [B, n_embd]
-            self._layer(x, full_layers, cache, b, 1, past + t - 1, split=False)
-            if progress is not None:
-                progress(cfg.n_layer, cfg.n_layer)
-            t = 1
-        cache.length = past + tokens.shape[1]
-        return layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps, split=split and t > 1).reshape(b, t, cfg.n_embd)
+        return x, split
+
+    def _last_layer_last_position(
+        self, x: np.ndarray, shape: tuple[int, int], cache: KVCache, split: bool, progress: Progress | None
+    ) -> np.ndarray:
+        """The last layer of hidden_states(last_only=True): only the keys and values of positions but the
+        last, then the last position alone, as a decoding step runs it. -> [B, 1, n_embd]"""
+        cfg = self.config
+        b, t = shape
+        past, last = cache.length, cfg.n_layer - 1
+        with threads.one_blas_thread() if split else nullcontext():
+            head = x.reshape(b, t, -1)[:, :-1].reshape(b * (t - 1), -1)  # [B*(T-1), n_embd]
+            self._store_kv(head, last, cache, b, t - 1, past, split)
+        x = np.ascontiguousarray(x.reshape(b, t, -1)[:, -1])  # [B, n_embd]
+        self._layer(x, last, cache, b, 1, past + t - 1, split=False)
+        if progress is not None:
+            progress(cfg.n_layer, cfg.n_layer)
+        return self._final_norm(x, (b, 1), cache, False, appended=t)
+
+    def _final_norm(self, x: np.ndarray, shape: tuple[int, int], cache: KVCache, split: bool, appended: int | None = None) -> np.ndarray:
+        """ln_f of the residual stream [B*T, n_embd] -> [B, T, n_embd]; the cache now holds the new positions."""
+        b, t = shape
+        cache.length += t if appended is None else appended
+        return layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps, split=split and t > 1).reshape(b, t, self.config.n_embd)
 
     @staticmethod
     def splits(rows: int) -> bool:
