@@ -103,9 +103,10 @@ class _Row:
         self.produced = 0
         self.token = -1  # the token to feed back next step
 
-    def choose(self, logits: np.ndarray) -> bool:
-        """Takes the next token from this row's logits [1, V]; True when the record has finished."""
-        scores = check_logits(logits)
+    def choose(self, logits: np.ndarray, logprobs: np.ndarray | None = None) -> bool:
+        """Takes the next token from this row's logits [1, V] (checked finite; logprobs [V]: their
+        log_softmax, if already computed); True when the record has finished."""
+        scores = logits
         if self.penalties.active:
             scores = self.penalties.apply(scores.copy(), self.sequence[:, : self.length])
         token = int(self.sampler(scores)[0])
@@ -113,7 +114,7 @@ class _Row:
         if self.eos is not None and token == self.eos:
             self.completion.finish_reason = "eos"
             return True
-        self.completion.add(token, float(log_softmax(logits)[0, token]))
+        self.completion.add(token, float(log_softmax(logits)[0, token] if logprobs is None else logprobs[token]))
         if self.completion.finish_reason:  # a stop string
             return True
         if self.produced == self.job.request.max_tokens:
@@ -165,9 +166,10 @@ class ContinuousBatch:
                 rows = self._compact(rows)
                 if not rows:
                     return
-                logits = self.model.step_slots(np.asarray([row.token for row in rows]), self.cache)  # [n, V]
+                logits = check_logits(self.model.step_slots(np.asarray([row.token for row in rows]), self.cache))  # [n, V]
+                logprobs = log_softmax(logits)  # [n, V]: row by row, as one row's own
                 for i, row in enumerate(rows):
-                    if row.choose(logits[i : i + 1]):
+                    if row.choose(logits[i : i + 1], logprobs[i]):
                         yield row.job.key, row.result()
                         rows[i] = None
                         self.cache.lengths[i] = 0
@@ -176,7 +178,7 @@ class ContinuousBatch:
         """Prefills the job's prompt into the slot and chooses its first token (row.token < 0: it has
         already finished)."""
         row = _Row(job, self.session)
-        logits = self.model.forward(np.asarray([job.ids]), self.cache.slot(slot))  # [1, V], as generate's prefill
+        logits = check_logits(self.model.forward(np.asarray([job.ids]), self.cache.slot(slot)))  # [1, V], as generate's prefill
         self.cache.lengths[slot] = len(job.ids)
         if row.choose(logits):
             self.cache.lengths[slot] = 0
