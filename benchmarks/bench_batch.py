@@ -186,6 +186,19 @@ def case_memory(args, folder: Path, source: Path, log) -> dict:
     return {"unit": "bytes", "peak_rss": peak}
 
 
+def kv_bytes(folder: Path, batch_sizes: list[int], longest: int) -> dict:
+    """Per batch size, the keys and values the slots reserve (a whole context each; pages never written
+    cost nothing) and those these records can write at most (every slot at the longest record's length)."""
+    from gpt2cli.engine.model import kv_cache_bytes
+    from gpt2cli.session import load_config
+
+    config = load_config(folder)
+    return {
+        "kv_reserved": {str(b): kv_cache_bytes(config, b, config.n_positions) for b in batch_sizes},
+        "kv_written_at_most": {str(b): kv_cache_bytes(config, b, longest) for b in batch_sizes},
+    }
+
+
 def case_ray(args, folder: Path, tokenizer, tmp: Path, log) -> dict:
     """Case 5: `gpt2cli batch --ray --ray-actors N` against the local `gpt2cli batch`, same file."""
     prompts, _ = prompt_set(tokenizer, args.ray_records, 8, 16, seed=11)
@@ -423,7 +436,7 @@ def run(args) -> dict:
         elif "memory" in want:
             cases["memory"] = case_memory(args, folder, source, log)
         if "memory" in cases:
-            cases["memory"]["weights_bytes"] = results["weights_bytes"]
+            cases["memory"].update(kv_bytes(folder, args.batch_sizes, max(map(len, ids)) + args.tokens), weights_bytes=results["weights_bytes"])
         if {"transformers", "step16"} & set(want):
             sides = ["ours", "theirs"] if "transformers" in want else ["ours"]
             log(f"starting workers ({', '.join(sides)}) ...")
@@ -483,7 +496,8 @@ def fmt_table(results: dict) -> list[tuple[str, ...]]:
     if "memory" in c:
         d = c["memory"]
         for b, peak in d["peak_rss"].items():
-            rows.append((f"peak RSS, batch -b {b}", f"{peak / 2**20:.0f} MiB", f"{d['weights_bytes'] / 2**20:.0f} MiB (weights)", "", "", "the batch process's VmHWM"))
+            kv = f"keys and values: {d['kv_written_at_most'][b] / 2**20:.1f} MiB written at most, {d['kv_reserved'][b] / 2**20:.0f} MiB reserved"
+            rows.append((f"peak RSS, batch -b {b}", f"{peak / 2**20:.0f} MiB", f"{d['weights_bytes'] / 2**20:.0f} MiB (weights)", "", "", kv))
     if "ray" in c:
         d = c["ray"]
         rows.append((f"batch --ray, {d['actors']} actors (records/s)", f"{d['ray']['median']:.2f}", f"{d['local']['median']:.2f} (local)",

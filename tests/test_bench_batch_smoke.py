@@ -60,7 +60,9 @@ def test_bench_batch_smoke_runs_every_local_case_and_writes_json_and_markdown(tm
     assert t["same_tokens"] == 1.0  # greedy, both sides: the same tokens for every record
     s = cases["step16"]
     assert set(s["rows"]) == {"2", "16"} and s["batch1"]["median"] > 0 and s["ratio"] == s["rows"]["16"]["ratio"] > 0
-    assert set(cases["memory"]["peak_rss"]) == {"2", "4"} and all(v > 2**20 for v in cases["memory"]["peak_rss"].values())
+    memory = cases["memory"]
+    assert set(memory["peak_rss"]) == {"2", "4"} and all(v > 2**20 for v in memory["peak_rss"].values())
+    assert 0 < memory["kv_written_at_most"]["4"] < memory["kv_reserved"]["4"] == 2 * memory["kv_reserved"]["2"]
     markdown = (tmp_path / "batch.md").read_text(encoding="utf-8")
     assert "| batch -b 4, whole command" in markdown and "| decode step, 16 rows" in markdown
     assert "best batch size: whole command -b" in run.stdout  # the table's last line names the batch size to default to
