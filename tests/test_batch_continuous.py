@@ -171,3 +171,16 @@ def test_a_batch_size_that_cannot_fit_in_memory_is_refused_up_front(tiny_model):
     assert "--batch-size" in message and "GB" in message and "available" in message
     bad = run("batch", "-", "-m", tiny_model, "-b", "0", stdin='{"prompt": "x"}\n')
     assert "--batch-size" in assert_one_error_line(bad, 2)
+
+
+def test_on_a_terminal_progress_shows_what_is_left_and_the_memory_reserved(tiny_model, tmp_path):
+    from tests.support.cli import run_in_terminal
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"prompt": f"p {i}", "max_tokens": 3}) + "\n" for i in range(12)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    shown, code = run_in_terminal("batch", str(source), "-m", str(tiny_model), "-b", "4", "-o", str(out), columns=120)
+    assert code == 0, shown
+    assert "up to 4 records decode together" in shown and "GB" in shown
+    assert "12 done" in shown and "0 left, ETA" in shown and "tokens/s" in shown
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 12  # results in the file, progress on the terminal only

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -98,7 +100,7 @@ def batch(
     stream = _open_input(source)
     writer = Writer()
     out = Output(output, writer.write)
-    progress = _batch_progress() if stderr_is_tty() else (lambda tally: None)
+    progress = _batch_progress(_count_records(source)) if stderr_is_tty() else (lambda tally: None)
     records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
     options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
     try:
@@ -153,16 +155,46 @@ def _open_input(source: str):
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
 
 
-def _batch_progress():
+def _count_records(source: str) -> int | None:
+    """How many records a regular INPUT file holds (its non-blank lines), for the progress line's ETA;
+    None for stdin or anything that cannot be read twice."""
+    import os
+    import stat
+
+    try:
+        if source == "-" or not stat.S_ISREG(os.stat(source).st_mode):
+            return None
+        with open(source, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return None
+
+
+def _batch_progress(total: int | None):
     import sys
 
     def show(tally) -> None:
+        finished = tally.done + tally.failed
+        line = f"batch: {tally.done} done, {tally.failed} failed, {tally.tokens_per_second:.1f} tokens/s"
+        left = None if total is None else total - tally.skipped - tally.duplicates - finished
+        elapsed = time.perf_counter() - tally.started
+        if left is not None and finished and elapsed > 0:
+            line += f", {left} left, ETA {_duration(left * elapsed / finished)}"
         try:
-            sys.stderr.write(
-                f"\r\033[Kbatch: {tally.done} done, {tally.failed} failed, {tally.tokens_per_second:.1f} tokens/s"
-            )
+            sys.stderr.write(f"\r\033[K{line}")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
 
     return show
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
