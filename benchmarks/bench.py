@@ -438,8 +438,12 @@ def worker_main(side: str, folder: Path, threads: int, memory: bool) -> None:
 
 
 class Worker:
-    def __init__(self, side: str, folder: Path, threads: int, memory: bool = False):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--model", str(folder), "--threads", str(threads)]
+    """One side's long-lived process: `SCRIPT --worker SIDE`, one JSON request and answer per line
+    (script: the benchmark whose worker it is; this one by default)."""
+
+    def __init__(self, side: str, folder: Path, threads: int, memory: bool = False, script: Path | None = None):
+        script = script or Path(__file__).resolve()
+        cmd = [sys.executable, str(script), "--worker", side, "--model", str(folder), "--threads", str(threads)]
         if memory:
             cmd.append("--memory")
         self.side = side

@@ -38,6 +38,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+import bench  # noqa: E402
 from bench import RESULTS, SETTLE_SECONDS, SIZES, _print_rows, machine_info, model_folder, worker_env  # noqa: E402
 
 CASES = ("loop", "transformers", "step16", "memory", "ray")
@@ -324,31 +325,11 @@ def worker_main(side: str, folder: Path, threads: int) -> None:
         reply.write(json.dumps(getattr(impl, case)(**req)) + "\n")
 
 
-class Worker:
+class Worker(bench.Worker):
+    """bench.py's worker process, running this script's worker side."""
+
     def __init__(self, side: str, folder: Path, threads: int):
-        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", side, "--model", str(folder), "--threads", str(threads)]
-        self.side = side
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=worker_env(threads))
-        self.hello = self._read()
-
-    def _read(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the {self.side} worker died (exit code {self.proc.wait()}); see its stderr above")
-        return json.loads(line)
-
-    def ask(self, case: str, **kw) -> dict:
-        self.proc.stdin.write(json.dumps({"case": case, **kw}) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.write(json.dumps({"case": "exit"}) + "\n")
-            self.proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        self.proc.wait()
+        super().__init__(side, folder, threads, script=Path(__file__).resolve())
 
 
 def case_transformers(args, workers: dict[str, Worker], prompts: list[str], ids: list[list[int]], log) -> dict:
