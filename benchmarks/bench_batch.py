@@ -190,7 +190,7 @@ def case_memory(args, folder: Path, source: Path, log) -> dict:
 def kv_bytes(folder: Path, batch_sizes: list[int], longest: int) -> dict:
     """Per batch size, the keys and values the slots reserve (a whole context each; pages never written
     cost nothing) and those these records can write at most (every slot at the longest record's length)."""
-    from gpt2cli.engine.model import kv_cache_bytes
+    from gpt2cli.engine.cache import kv_cache_bytes
     from gpt2cli.session import load_config
 
     config = load_config(folder)
@@ -254,7 +254,7 @@ class Ours:
         """Seconds of `steps` GPT2Model.step_slots calls over `rows` rows starting at positions `starts`."""
         import numpy as np
 
-        from gpt2cli.engine.model import SlotCache
+        from gpt2cli.engine.cache import SlotCache
 
         cfg = self.model.config
         cache = self._filled(SlotCache(cfg, rows, cfg.n_positions), max(starts[:rows]) + steps)

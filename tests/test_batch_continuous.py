@@ -17,7 +17,7 @@ import pytest
 from gpt2cli.batch.engine import ContinuousBatch, Job
 from gpt2cli.batch.local import results_of
 from gpt2cli.batch.records import Record
-from gpt2cli.engine.model import SlotCache
+from gpt2cli.engine.cache import SlotCache
 from gpt2cli.request import Request
 from gpt2cli.session import Session
 from tests.support import models as modelfactory

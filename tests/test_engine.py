@@ -117,7 +117,7 @@ def test_fp16_weights_are_upcast_and_fp32_weights_are_memory_mapped(tmp_path):
 
 
 def test_reorder_copies_only_the_positions_after_the_shared_prefix():
-    from gpt2cli.engine.model import KVCache
+    from gpt2cli.engine.cache import KVCache
     from gpt2cli.spec import GPT2Config
 
     cfg = GPT2Config(vocab_size=10, n_positions=8, n_embd=4, n_layer=2, n_head=2)

@@ -16,7 +16,7 @@ from gpt2cli.decoding import generate as generate_module
 from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.generate import generate
 from gpt2cli.decoding.sampling import Sampler, SamplingOptions
-from gpt2cli.engine.model import kv_cache_bytes
+from gpt2cli.engine.cache import kv_cache_bytes
 from gpt2cli.session import load_model
 from gpt2cli.spec import GPT2Config
 from tests.support import models

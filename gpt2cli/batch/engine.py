@@ -31,7 +31,7 @@ from gpt2cli.decoding.generate import check_logits, fit_prompt, Overflow
 from gpt2cli.decoding.sampling import Sampler
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
-from gpt2cli.engine.model import SlotCache, kv_cache_bytes
+from gpt2cli.engine.cache import SlotCache, kv_cache_bytes
 from gpt2cli.errors import InvalidValue, OptionError
 from gpt2cli.request import Request, available_memory
 from gpt2cli.session import Session, completion_record

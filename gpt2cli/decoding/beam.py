@@ -13,7 +13,7 @@ from gpt2cli.decoding.generate import check_logits
 from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties
 from gpt2cli.engine.kernels import log_softmax
-from gpt2cli.engine.model import kv_cache_bytes
+from gpt2cli.engine.cache import kv_cache_bytes
 from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
 
 F32 = np.float32

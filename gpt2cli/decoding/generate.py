@@ -15,7 +15,8 @@ import numpy as np
 from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties, Sampler
 from gpt2cli.engine.kernels import log_softmax
-from gpt2cli.engine.model import GPT2Model, Progress, kv_cache_bytes
+from gpt2cli.engine.cache import kv_cache_bytes
+from gpt2cli.engine.model import GPT2Model, Progress
 from gpt2cli.errors import CheckpointError, ContextOverflowError, InvalidValue, UsageError
 from gpt2cli.spec import GPT2Config
 

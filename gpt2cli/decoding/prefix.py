@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpt2cli.engine.model import GPT2Model, KVCache, Progress
+from gpt2cli.engine.cache import KVCache
+from gpt2cli.engine.model import GPT2Model, Progress
 
 
 @dataclass(frozen=True)

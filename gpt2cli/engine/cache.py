@@ -1,0 +1,164 @@
+"""Where the forward pass keeps keys and values: one sequence per row (KVCache), rows continuing one
+shared prompt (SharedPrefixCache), and independent sequences at their own positions (SlotCache, for
+continuous batching). Allocated once at full capacity; nothing here computes or prints.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gpt2cli.engine.kernels import F32
+from gpt2cli.spec import GPT2Config
+
+
+def kv_cache_bytes(config: GPT2Config, rows: int, positions: int) -> int:
+    """Bytes of keys and values once `positions` positions of `rows` rows are written: a key and a
+    value (2) of n_embd float32s (4 bytes) in each of n_layer layers, per position per row."""
+    return 2 * config.n_layer * config.n_embd * 4 * rows * positions
+
+
+class KVCache:
+    """Keys and values of every layer for a batch of sequences that share one length.
+
+    Allocated once at full capacity (zero pages cost no memory until written); decoding writes
+    each new position in place, beam search reorders rows in place.
+    """
+
+    def __init__(self, config: GPT2Config, batch: int, capacity: int):
+        shape = (config.n_layer, batch, config.n_head, capacity, config.head_dim)
+        self.k = np.zeros(shape, dtype=F32)  # [n_layer, B, n_head, capacity, head_dim]
+        self.v = np.zeros(shape, dtype=F32)  # [n_layer, B, n_head, capacity, head_dim]
+        self.length = 0
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def repeat(self, n: int) -> "KVCache":
+        """A batch-n cache whose every row is a copy of this batch-1 cache (one prefill, many rows)."""
+        assert self.batch == 1, "repeat() expands a batch-1 cache"
+        out = KVCache.__new__(KVCache)
+        n_layer, _, n_head, capacity, head_dim = self.k.shape
+        out.k = np.zeros((n_layer, n, n_head, capacity, head_dim), dtype=F32)
+        out.v = np.zeros_like(out.k)
+        out.k[:, :, :, : self.length] = self.k[:, :, :, : self.length]
+        out.v[:, :, :, : self.length] = self.v[:, :, :, : self.length]
+        out.length = self.length
+        return out
+
+    def share(self, n: int) -> "SharedPrefixCache":
+        """n rows that all continue this batch-1 cache's sequence, which is held once, not copied n times."""
+        assert self.batch == 1, "share() continues a batch-1 cache"
+        return SharedPrefixCache(self, n)
+
+    def reorder(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
+        """Row b becomes the old row rows[b] (beam search following the chosen parents), in place.
+
+        same_prefix[b]: how many leading positions row b already holds exactly as its parent does (a
+        position's keys and values depend only on the tokens up to it, so rows whose sequences agree
+        there agree there too); only the positions after that are copied. Beams mostly share all
+        but their last few tokens, so most of the cache stays where it is.
+        """
+        n = self.length
+        start = {row: 0 for row in range(self.batch)} if same_prefix is None else dict(enumerate(np.asarray(same_prefix).tolist()))
+        # Copies row by row, each straight from its parent: a row is overwritten only once no other row
+        # still needs its old contents, and a cycle (rows swapping parents) parks one row in a copy.
+        # Rows that keep their own parent are not touched.
+        parent_of = {row: int(p) for row, p in enumerate(np.asarray(rows).tolist()) if p != row and start[row] < n}
+        parked: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        while parent_of:
+            still_read = set(parent_of.values())
+            ready = [row for row in parent_of if row not in still_read] or [next(iter(parent_of))]
+            for row in ready:
+                if row in still_read:  # only cycles are left: keep this row's old contents first
+                    parked[row] = (self.k[:, row, :, :n].copy(), self.v[:, row, :, :n].copy())
+                p = parent_of.pop(row)
+                k, v = parked[p] if p in parked else (self.k[:, p, :, :n], self.v[:, p, :, :n])
+                first = start[row]
+                self.k[:, row, :, first:n] = k[:, :, first:n]
+                self.v[:, row, :, first:n] = v[:, :, first:n]
+
+
+class SharedPrefixCache:
+    """Rows that continue one prompt: the prompt's keys and values once, each row's new positions after them.
+
+    Exact: a position's keys and values depend only on the tokens up to it, so the prompt's are the
+    same in every row. With 64 samples of a 1000-token prompt, the cache holds 1000 + 64 x n
+    positions instead of 64 x (1000 + n), and a decoding step reads the prompt's keys once for all
+    rows. Decoding steps only (one new position per row); beam search reorders the rows' own parts.
+    """
+
+    def __init__(self, prefix: KVCache, batch: int):
+        self.prefix = prefix  # batch 1, filled to prefix.length
+        n_layer, _, n_head, capacity, head_dim = prefix.k.shape
+        self.own = KVCache.__new__(KVCache)
+        shape = (n_layer, batch, n_head, capacity - prefix.length, head_dim)
+        self.own.k = np.zeros(shape, dtype=F32)  # [n_layer, B, n_head, capacity - P, head_dim]
+        self.own.v = np.zeros(shape, dtype=F32)
+        self.own.length = 0
+
+    @property
+    def batch(self) -> int:
+        return self.own.batch
+
+    @property
+    def capacity(self) -> int:
+        return self.prefix.length + self.own.capacity
+
+    @property
+    def length(self) -> int:
+        return self.prefix.length + self.own.length
+
+    @length.setter
+    def length(self, value: int) -> None:
+        self.own.length = value - self.prefix.length
+
+    def reorder(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
+        """As KVCache.reorder (same_prefix counts from the prompt's start); the shared prompt never moves."""
+        if same_prefix is not None:
+            same_prefix = np.maximum(np.asarray(same_prefix) - self.prefix.length, 0)
+        self.own.reorder(rows, same_prefix)
+
+
+
+class SlotCache:
+    """Keys and values of independent sequences, one per slot, each at its own length.
+
+    Continuous batching (gpt2cli.batch.engine): slots 0..n-1 decode together, each at its own
+    position; a finished slot is refilled by prefilling the next prompt into it (slot() is a batch-1
+    KVCache view onto it) while the others wait one step. Allocated once at full capacity.
+    """
+
+    def __init__(self, config: GPT2Config, slots: int, capacity: int):
+        shape = (config.n_layer, slots, config.n_head, capacity, config.head_dim)
+        self.k = np.zeros(shape, dtype=F32)  # [n_layer, S, n_head, capacity, head_dim]
+        self.v = np.zeros(shape, dtype=F32)  # [n_layer, S, n_head, capacity, head_dim]
+        self.lengths = np.zeros(slots, dtype=np.int64)  # [S] positions each slot holds
+        self.mask: np.ndarray | None = None  # [n, 1, 1, span] for the step being run (GPT2Model.step_slots)
+
+    @property
+    def slots(self) -> int:
+        return self.k.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[3]
+
+    def slot(self, s: int) -> KVCache:
+        """An empty batch-1 KVCache whose storage is slot s: a prompt prefilled into it lands in the slot
+        (by the very code a single run's prefill runs). Set lengths[s] afterwards."""
+        view = KVCache.__new__(KVCache)
+        view.k, view.v, view.length = self.k[:, s : s + 1], self.v[:, s : s + 1], 0
+        return view
+
+    def move(self, source: int, target: int) -> None:
+        """Slot target takes over slot source's sequence (keeping the active slots contiguous)."""
+        n = int(self.lengths[source])
+        self.k[:, target, :, :n] = self.k[:, source, :, :n]
+        self.v[:, target, :, :n] = self.v[:, source, :, :n]
+        self.lengths[target] = n
+        self.lengths[source] = 0
