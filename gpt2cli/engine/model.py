@@ -318,10 +318,11 @@ class GPT2Model:
         span = int(positions.max()) + 1
         visible = np.arange(span)[None, :] <= positions[:, None]  # [n, span]
         cache.mask = np.where(visible, F32(0.0), F32(-np.inf))[:, None, None, :]  # [n, 1, 1, span]
-        split = self.splits(n)
-        with threads.one_blas_thread() if split else nullcontext():
-            for layer in range(cfg.n_layer):
-                self._layer(x, layer, cache, n, 1, -1, split)
+        # OpenBLAS's own threads, not the engine's split: a step's products have a few dozen rows, and
+        # there OpenBLAS's threaded GEMM measured ~20% faster than column parts on two engine threads
+        # (GPT-2 small, 16-48 rows, same run; benchmarks/README.md).
+        for layer in range(cfg.n_layer):
+            self._layer(x, layer, cache, n, 1, -1, split=False)
         cache.lengths[:n] += 1
         cache.mask = None
         return self.logits(layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps))
