@@ -348,7 +348,7 @@ def markdown(results: dict) -> str:
     lc = results.get("llamacpp", {})
     head = (
         f"GPT-2 {results['size']} shape (random f32 weights), {m.get('cpu')}, {m['threads']} threads each, "
-        f"numpy {m['numpy']} ({m.get('blas', '?')}); llama.cpp {lc.get('build_commit')} (llama-cpp-python {lc.get('llama_cpp_python')}, "
+        f"numpy {m['numpy']} ({m.get('blas', '?')}); llama.cpp as vendored in llama-cpp-python {lc.get('llama_cpp_python')} ("
         f"{lc.get('backends')}, KV cache {lc.get('type_k')}); medians of {results['reps']} alternating runs, "
         f"ratio = gpt2cli / llama.cpp per run, its range in brackets.\n\n"
     )
