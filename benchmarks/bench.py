@@ -769,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="JSON results (default: benchmarks/results/<size>-latest.json)")
-    p.add_argument("--cases", help="comma-separated subset of decode,prefill,beam,cold,memory,floor")
+    p.add_argument("--cases", help="comma-separated subset of decode,prefill,beam,cold,memory,floor (with --peer llamacpp: decode,prefill,batched,bandwidth)")
     p.add_argument("--smoke", action="store_true", help="a tiny model, one repetition: checks the script runs")
     p.add_argument("--profile", action="store_true", help="break one decode token down by operation")
     p.add_argument("--peer", choices=("transformers", "llamacpp"), default="transformers",

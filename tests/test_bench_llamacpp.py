@@ -159,3 +159,34 @@ def test_batch_prompts_are_exactly_32_tokens_each_and_all_different():
 def test_weight_bytes_per_token_count_each_block_product_and_the_lm_head(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"n_embd": 768, "n_layer": 12, "vocab_size": 50257}))
     assert peer.our_product_bytes(tmp_path) == 4 * (12 * 12 * 768 * 768 + 50257 * 768)  # ~494 MB
+
+
+def fake_gpt2cli(tmp_path: Path, help_text: str, tokens_per_record: int) -> Path:
+    """A stand-in `gpt2cli`: `batch --help` prints help_text; `batch FILE ...` records its arguments
+    and prints one result per record of FILE with tokens_per_record completion tokens."""
+    script = tmp_path / "gpt2cli"
+    script.write_text(
+        "#!/bin/sh\n"
+        f"if [ \"$2\" = --help ]; then echo '{help_text}'; exit 0; fi\n"
+        f"printf '%s\\n' \"$@\" > '{tmp_path / 'args.txt'}'\n"
+        f"while read -r line; do echo '{{\"completion_tokens\": {tokens_per_record}}}'; done < \"$2\"\n"
+    )  # fmt: skip
+    script.chmod(0o755)
+    return script
+
+
+def test_our_batch_command_gets_batch_size_only_when_it_has_it(tmp_path, monkeypatch):
+    records = peer.write_batch_file(tmp_path / "r.jsonl", ["a", "b", "c"], 64)
+    assert [json.loads(line) for line in records.read_text().splitlines()][1] == {"id": 1, "prompt": "b", "max_tokens": 64, "ignore_eos": True}
+    script = fake_gpt2cli(tmp_path, "  --batch-size B  records decoded together", 64)
+    monkeypatch.setattr(peer, "gpt2cli_command", lambda: [str(script)])
+    assert peer.has_batch_size(2)
+    assert peer.time_batch(Path("model"), records, 16, 2, expect_tokens=3 * 64) > 0
+    assert (tmp_path / "args.txt").read_text().split("\n")[:-1] == ["batch", str(records), "-m", "model", "-t", "0", "--offline", "--batch-size", "16"]
+    peer.time_batch(Path("model"), records, None, 2, expect_tokens=3 * 64)
+    assert "--batch-size" not in (tmp_path / "args.txt").read_text()
+
+    monkeypatch.setattr(peer, "gpt2cli_command", lambda: [str(fake_gpt2cli(tmp_path, "  --ordered", 63))])
+    assert not peer.has_batch_size(2)
+    with pytest.raises(RuntimeError, match="generated 189 tokens, expected 192"):  # a short record is caught
+        peer.time_batch(Path("model"), records, None, 2, expect_tokens=3 * 64)
