@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py [--size small|medium|large|xl] [--reps N] [--threads 2] [--out FILE]
     python benchmarks/bench.py --profile          # where one decode token's milliseconds go
+    python benchmarks/bench.py --peer llamacpp    # against llama.cpp instead (peer_llamacpp.py)
 
 A random GPT-2 of the chosen shape is written once in the Hub's layout (benchmarks/.cache/, git-ignored).
 Each side runs in its own long-lived worker process (so the two thread pools never compete), and the
@@ -772,9 +773,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", type=Path, help="JSON results (default: benchmarks/results/<size>-latest.json)")
-    p.add_argument("--cases", help="comma-separated subset of decode,prefill,beam,cold,memory,floor")
+    p.add_argument("--cases", help="comma-separated subset of decode,prefill,beam,cold,memory,floor (with --peer llamacpp: decode,prefill,batched,bandwidth)")
     p.add_argument("--smoke", action="store_true", help="a tiny model, one repetition: checks the script runs")
     p.add_argument("--profile", action="store_true", help="break one decode token down by operation")
+    p.add_argument("--peer", choices=("transformers", "llamacpp"), default="transformers",
+                   help="whom to compare with: transformers + PyTorch, or llama.cpp (built once; see peer_llamacpp.py)")  # fmt: skip
     p.add_argument("--worker", choices=("ours", "theirs"), help=argparse.SUPPRESS)
     p.add_argument("--model", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
@@ -788,6 +791,13 @@ def main(argv: list[str] | None = None) -> int:
         from profile_decode import main as profile_main
 
         return profile_main(model_folder(args.size), reps=max(args.reps, 50))
+    if args.peer == "llamacpp":
+        if args.smoke:
+            p.error("--smoke runs against transformers only; --peer llamacpp needs a build of llama.cpp")
+        sys.path.insert(0, str(HERE))
+        import peer_llamacpp
+
+        return peer_llamacpp.main(args)
     results = run(args)
     out = args.out or RESULTS / f"{results['size']}-latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
