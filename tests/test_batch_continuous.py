@@ -184,3 +184,19 @@ def test_on_a_terminal_progress_shows_what_is_left_and_the_memory_reserved(tiny_
     assert "up to 4 records decode together" in shown and "GB" in shown
     assert "12 done" in shown and "0 left, ETA" in shown and "tokens/s" in shown
     assert len(out.read_text(encoding="utf-8").splitlines()) == 12  # results in the file, progress on the terminal only
+
+
+def test_the_default_batch_size_leaves_half_the_memory_free(tiny_model, monkeypatch):
+    from gpt2cli.batch import engine
+    from gpt2cli.engine.cache import kv_cache_bytes
+
+    config = Session.open(tiny_model).config
+    per_slot = kv_cache_bytes(config, 1, config.n_positions)
+    monkeypatch.setattr(engine, "available_memory", lambda: None)
+    assert engine.default_batch_size(config) == engine.DEFAULT_SLOTS == 32
+    monkeypatch.setattr(engine, "available_memory", lambda: 64 * per_slot)
+    assert engine.default_batch_size(config) == 32
+    monkeypatch.setattr(engine, "available_memory", lambda: 20 * per_slot)  # 32 slots would take more than half
+    assert engine.default_batch_size(config) == 8
+    monkeypatch.setattr(engine, "available_memory", lambda: per_slot)
+    assert engine.default_batch_size(config) == 1

@@ -54,6 +54,23 @@ def check_slots(config: GPT2Config, slots: int) -> int:
     return needed
 
 
+# Records decoding together by default. Measured on GPT-2 small (benchmarks/README.md, "Batch"): 64
+# rows gave ~10% more tokens/s than 32 but hold twice the keys and values; 32 keeps most of the
+# throughput. For bigger models the default halves until the slots' keys and values take at most
+# half the memory available (gpt2-xl: 32 slots would reserve 20 GB), see default_batch_size.
+DEFAULT_SLOTS = 32
+
+
+def default_batch_size(config: GPT2Config, preferred: int = DEFAULT_SLOTS) -> int:
+    """preferred, halved until the slots' keys and values (a whole context each) take at most half the
+    memory available: a default that never crowds out the rest of the machine."""
+    available = available_memory()
+    slots = preferred
+    while available is not None and slots > 1 and kv_cache_bytes(config, slots, config.n_positions) > available // 2:
+        slots //= 2
+    return slots
+
+
 @dataclass
 class Job:
     """A record ready to decode in a slot: its prompt as the model reads it, and its Request."""

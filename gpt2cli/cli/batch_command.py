@@ -20,10 +20,6 @@ from gpt2cli.errors import UsageError
 from gpt2cli.cli.common import command_group, examples, model_folder, open_session
 
 commands = command_group()
-# Records decoding together by default: a GPT-2 small step costs about the same from 32 rows to 48
-# and then grows with the rows (benchmarks/README.md, "batch size"), so 32 gives most of the
-# throughput while a record waits for few others.
-DEFAULT_BATCH_SIZE = 32
 
 
 @commands.command(
@@ -44,9 +40,12 @@ def batch(
     stride: Annotated[Optional[int], typer.Option("--stride", metavar="S", help="With --score: as score's --stride.")] = None,
     ordered: Annotated[bool, typer.Option("--ordered", help="Write results in input order (else each as it finishes).")] = False,
     batch_size: Annotated[
-        int,
-        typer.Option("-b", "--batch-size", min=1, metavar="N", help="Records decoding together (1: one at a time, bit for bit as generate)."),
-    ] = DEFAULT_BATCH_SIZE,
+        Optional[int],
+        typer.Option(
+            "-b", "--batch-size", min=1, metavar="N",
+            help="Records decoding together (1: one at a time, bit for bit as generate). Default: 32, fewer if memory is short.",
+        ),
+    ] = None,
     on_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster (pip install \"gpt2cli[ray]\").")] = False,
     ray_address: Annotated[
         Optional[str],
@@ -80,7 +79,7 @@ def batch(
     finishes; resumable with -o. Each record may override any decoding option (see README)."""
     import sys
 
-    from gpt2cli.batch.engine import check_slots
+    from gpt2cli.batch.engine import check_slots, default_batch_size
     from gpt2cli.batch.local import run_records
     from gpt2cli.batch.records import Output, read_records
     from gpt2cli.request import Request
@@ -112,6 +111,7 @@ def batch(
             config = read_config(model_folder(model, revision, weights_dir, offline) / "config.json")
             if stride is not None:  # checked once here, not in every record
                 check_stride(config.n_positions, stride)
+            batch_size = batch_size or default_batch_size(config)
             if not score_texts:  # each actor's slots (on a node like this one)
                 check_slots(config, batch_size)
             spec = ModelSpec(model, revision, None if weights_dir is None else str(weights_dir), offline)
@@ -123,6 +123,7 @@ def batch(
             session = open_session(model, revision, weights_dir, offline)
             if stride is not None:
                 session.check_stride(stride)
+            batch_size = batch_size or default_batch_size(session.config)
             if not score_texts:
                 needed = check_slots(session.config, batch_size)
                 if stderr_is_tty() and batch_size > 1:
