@@ -417,14 +417,16 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def worker_main(side: str, folder: Path, threads: int, memory: bool) -> None:
-    """Serves requests from stdin; replies on the original stdout (library chatter goes to stderr)."""
+def worker_main(side: str, folder: Path, threads: int, memory: bool = False, sides: tuple | None = None) -> None:
+    """Serves requests from stdin; replies on the original stdout (library chatter goes to stderr).
+    sides: the (ours, theirs) classes of the benchmark whose worker this is (this one's by default)."""
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     sampler = MemorySampler().__enter__() if memory else None
     t0 = time.perf_counter()
-    impl = (Ours if side == "ours" else Theirs)(folder, threads)
+    ours, theirs = sides or (Ours, Theirs)
+    impl = (ours if side == "ours" else theirs)(folder, threads)
     reply.write(json.dumps({"ready": True, "load_seconds": time.perf_counter() - t0}) + "\n")
     for line in sys.stdin:
         req = json.loads(line)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
 import subprocess
@@ -310,19 +309,8 @@ class Theirs:
 
 
 def worker_main(side: str, folder: Path, threads: int) -> None:
-    """Serves requests from stdin; replies on the original stdout (library chatter goes to stderr)."""
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)
-    sys.stdout = sys.stderr
-    t0 = time.perf_counter()
-    impl = (Ours if side == "ours" else Theirs)(folder, threads)
-    reply.write(json.dumps({"ready": True, "load_seconds": time.perf_counter() - t0}) + "\n")
-    for line in sys.stdin:
-        req = json.loads(line)
-        case = req.pop("case")
-        if case == "exit":
-            break
-        reply.write(json.dumps(getattr(impl, case)(**req)) + "\n")
+    """bench.py's worker loop, serving this script's two sides."""
+    bench.worker_main(side, folder, threads, sides=(Ours, Theirs))
 
 
 class Worker(bench.Worker):
