@@ -27,7 +27,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from gpt2cli.decoding.generate import check_logits, fit_prompt, Overflow
+from gpt2cli.decoding.generate import check_logits, fit_prompt
 from gpt2cli.decoding.sampling import Sampler
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
@@ -100,7 +100,6 @@ def batchable(config: GPT2Config, ids: list[int], request: Request) -> list[int]
     seen = fit_prompt(ids, n_ctx, request.max_tokens, request.on_overflow, lambda message: None)
     if len(seen) + request.max_tokens - 1 > n_ctx:
         return None  # slides: the single-run path re-encodes its window
-    assert request.on_overflow is not Overflow.ERROR or len(seen) == len(ids)
     return seen
 
 
@@ -197,9 +196,8 @@ class ContinuousBatch:
         row = _Row(job, self.session)
         logits = check_logits(self.model.forward(np.asarray([job.ids]), self.cache.slot(slot)))  # [1, V], as generate's prefill
         self.cache.lengths[slot] = len(job.ids)
-        if row.choose(logits):
+        if row.choose(logits):  # finished at once: its token stays -1 and the slot is free again
             self.cache.lengths[slot] = 0
-            row.token = -1
         return row
 
     def _compact(self, rows: list["_Row | None"]) -> list[_Row]:
