@@ -87,6 +87,40 @@ def test_rows_at_different_positions_match_single_rows(tiny_model):
     assert cache.lengths.tolist() == [len(p) + 6 for p in prompts] + [0]
 
 
+def test_prompts_prefilled_together_equal_each_prefilled_alone(tiny_model):
+    """Right-padded to the longest, in one pass: each row's own positions (hidden states, keys and
+    values) are its single prefill's, to rounding (one GEMM over all rows rounds as a GEMM does)."""
+    model = Session.open(tiny_model).model
+    rng = np.random.default_rng(1)
+    prompts = [list(rng.integers(0, 250, size=n)) for n in (7, 1, 30, 12)]
+    cache = SlotCache(model.config, 6, 64)
+    h, lengths = model.padded_hidden_states(prompts, cache.rows(1, 5))  # slots 1..4
+    assert h.dtype == np.float32 and h.shape == (4, 30, model.config.n_embd) and lengths.tolist() == [7, 1, 30, 12]
+    assert not cache.k[:, [0, 5]].any()  # the slots around them are untouched
+    for row, prompt in enumerate(prompts):
+        single = model.new_cache(1, 64)
+        alone = model.hidden_states(np.asarray([prompt]), single)[0]  # [T, n_embd]
+        np.testing.assert_allclose(h[row, : len(prompt)], alone, rtol=0, atol=1e-5)
+        n = len(prompt)
+        np.testing.assert_allclose(cache.k[:, 1 + row, :, :n], single.k[:, 0, :, :n], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(cache.v[:, 1 + row, :, :n], single.v[:, 0, :, :n], rtol=0, atol=1e-5)
+
+
+def test_prefill_groups_bound_the_padding_and_the_pass_size():
+    from gpt2cli.batch.engine import prefill_groups
+
+    assert prefill_groups([]) == []
+    assert prefill_groups([32] * 32) == [list(range(32))]  # 1024 positions, no padding: one pass
+    lengths = [8, 64, 9, 60, 30, 33, 1000, 5, 31, 2]
+    groups = prefill_groups(lengths, budget=2048, padding=0.25)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        longest, real = max(lengths[i] for i in g), sum(lengths[i] for i in g)
+        assert len(g) == 1 or (longest * len(g) <= 2048 and longest * len(g) - real <= 0.25 * longest * len(g))
+    assert [6] in groups  # the 1000-token prompt is not padded into anything
+    assert len(prefill_groups([100] * 50, budget=1000)) == 5  # 10 rows of 100 per pass
+
+
 @pytest.mark.parametrize("batch_size", [2, 3, 8, 32])
 def test_records_of_very_different_lengths_each_equal_their_single_run(eos_model, batch_size):
     session = Session.open(eos_model)

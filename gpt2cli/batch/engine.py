@@ -71,6 +71,33 @@ def default_batch_size(config: GPT2Config, preferred: int = DEFAULT_SLOTS) -> in
     return slots
 
 
+# Prompts prefilled together take at most this many padded positions per pass (rows x the longest):
+# a pass's activations stay ~100 MB on GPT-2 small's MLP, and its products are long GEMMs already.
+PREFILL_TOKENS = 2048
+# ... and at most this share of a pass may be padding: prompts are grouped by length, so a short
+# prompt does not pay for a long one's positions.
+PREFILL_PADDING = 0.25
+
+
+def prefill_groups(lengths: list[int], budget: int = PREFILL_TOKENS, padding: float = PREFILL_PADDING) -> list[list[int]]:
+    """Indices into lengths, in groups to run through the model together (right-padded to the group's
+    longest): in order of length, a group grows while its padded size stays within budget (a longer
+    prompt runs alone) and padding within that share of it. Every index appears once."""
+    groups: list[list[int]] = []
+    group: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        padded = lengths[i] * (len(group) + 1)  # i is the group's longest so far
+        if group and (padded > budget or padded - (real + lengths[i]) > padding * padded):
+            groups.append(group)
+            group, real = [], 0
+        group.append(i)
+        real += lengths[i]
+    if group:
+        groups.append(group)
+    return groups
+
+
 @dataclass
 class Job:
     """A record ready to decode in a slot: its prompt as the model reads it, and its Request."""

@@ -151,8 +151,13 @@ class SlotCache:
     def slot(self, s: int) -> KVCache:
         """An empty batch-1 KVCache whose storage is slot s: a prompt prefilled into it lands in the slot
         (by the very code a single run's prefill runs). Set lengths[s] afterwards."""
+        return self.rows(s, s + 1)
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """An empty batch KVCache whose rows are slots start..stop-1: prompts prefilled into it together
+        (GPT2Model.padded_hidden_states) land in those slots. Set their lengths afterwards."""
         view = KVCache.__new__(KVCache)
-        view.k, view.v, view.length = self.k[:, s : s + 1], self.v[:, s : s + 1], 0
+        view.k, view.v, view.length = self.k[:, start:stop], self.v[:, start:stop], 0
         return view
 
     def move(self, source: int, target: int) -> None:

@@ -178,6 +178,23 @@ class GPT2Model:
             return self._last_layer_last_position(x, tokens.shape, cache, split, progress)
         return self._final_norm(x, tokens.shape, cache, split)
 
+    def padded_hidden_states(self, rows: list[list[int]], cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
+        """Prompts of different lengths in one pass (one GEMM per weight for all their tokens): each row
+        right-padded to the longest, into the empty batch-len(rows) cache. -> (every position's hidden
+        state [B, T_max, n_embd], the rows' lengths [B]).
+
+        Row i's first len(rows[i]) positions, and their keys and values, are its own: attention is causal,
+        so no position sees the padding after it. Past its length, a row's hidden states and cache
+        positions hold the padding's (finite, never attended to once the caller records the lengths).
+        """
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))  # [B]
+        if len(rows) == 0 or lengths.min() < 1 or cache.length:
+            raise ValueError("padded_hidden_states takes non-empty prompts into an empty cache")
+        tokens = np.zeros((len(rows), int(lengths.max())), dtype=np.int64)  # [B, T_max]; token 0 pads
+        for i, r in enumerate(rows):
+            tokens[i, : len(r)] = r
+        return self.hidden_states(tokens, cache), lengths
+
     def prefill_two_ways(
         self, tokens: np.ndarray, last: KVCache, every: KVCache, progress: Progress | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
