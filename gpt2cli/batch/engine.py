@@ -2,15 +2,15 @@
 
 Each step runs one forward pass for every active row (GPT2Model.step_slots: one GEMM per weight for
 all rows, each row at its own position), then each row chooses its token exactly as `generate` does
-for one row (penalties, its own seeded Sampler, eos, stop strings, max_tokens). When a row finishes,
-its result is handed back at once and the next record's prompt is prefilled into the freed slot (by
-the same prefill code a single run uses) while the other rows wait one step. Once no records are
-left, finished rows' slots are filled by moving the last active row down, so the active rows always
-are slots 0..n-1 and a step never computes an idle row.
+for one row (penalties, its own seeded Sampler, eos, stop strings, max_tokens). When rows finish,
+their results are handed back at once, the remaining rows move down into slots 0..n-1 (a step never
+computes an idle row), and the next records' prompts are prefilled into the free slots after them:
+together, right-padded, in groups of similar length (prefill_groups; one prompt alone runs generate's
+own prefill), since a few dozen prompts in one pass run their products as long GEMMs (32 prompts of
+32 tokens: ~2.4 s together, ~9 s one by one).
 
-A record's first token comes from exactly the computation `generate` runs. Later tokens come from
-products that several rows share, and a matrix product over n rows rounds differently from a
-one-row product (OpenBLAS picks its kernels and tiles by shape), so a record's log-probabilities
+Shared products round differently from one row's (OpenBLAS picks its kernels and tiles by shape:
+an n-row product differs from a one-row product in the last bits), so a record's log-probabilities
 agree with `generate`'s to about 1e-6 rather than bit for bit; its tokens are the same unless two
 candidates tie to within that rounding. `--batch-size 1` runs each record through generate's own
 code, bit for bit.
@@ -173,67 +173,82 @@ class _Row:
 
 
 class ContinuousBatch:
-    """Decodes Jobs `slots` at a time, refilling each slot as its record finishes."""
+    """Decodes Jobs `slots` at a time, refilling the free slots as records finish."""
 
     def __init__(self, session: Session, slots: int):
         self.session = session
         self.slots = slots
         self.model = session.model
         self.cache = SlotCache(session.config, slots, session.config.n_positions)
+        self._pending: Iterator[Job | Done] | None = None
 
     def run(self, jobs: Iterable["Job | Done"]) -> Iterator[tuple[object, dict]]:
         """(key, result line) for every job, as each finishes (not in order); a Done passes straight through."""
-        pending = iter(jobs)
-        rows: list[_Row | None] = []  # rows[i] decodes in slot i; None: a slot to refill
+        self._pending = iter(jobs)
+        rows: list[_Row] = []  # rows[i] decodes in slot i
         with self.session._weights_named():
             while True:
-                for slot in [i for i, row in enumerate(rows) if row is None] + list(range(len(rows), self.slots)):
-                    while pending is not None:  # this slot's next record (one may finish at its first token)
-                        job = next(pending, None)
-                        if job is None:
-                            pending = None
-                            break
-                        if isinstance(job, Done):
-                            yield job.key, job.result
-                            continue
-                        row = self._start(job, slot)
-                        if row.token >= 0:
-                            if slot < len(rows):
-                                rows[slot] = row
-                            else:  # slots past the end are filled in order, so this is slot len(rows)
-                                rows.append(row)
-                            break
-                        yield job.key, row.result()
-                    if pending is None:
-                        break
-                rows = self._compact(rows)
+                yield from self._fill(rows)
                 if not rows:
                     return
                 logits = check_logits(self.model.step_slots(np.asarray([row.token for row in rows]), self.cache))  # [n, V]
                 logprobs = log_softmax(logits)  # [n, V]: row by row, as one row's own
+                finished = []
                 for i, row in enumerate(rows):
                     if row.choose(logits[i : i + 1], logprobs[i]):
                         yield row.job.key, row.result()
-                        rows[i] = None
-                        self.cache.lengths[i] = 0
+                        finished.append(i)
+                rows[:] = self._compact(rows, finished)
 
-    def _start(self, job: Job, slot: int) -> _Row:
-        """Prefills the job's prompt into the slot and chooses its first token (row.token < 0: it has
-        already finished)."""
-        row = _Row(job, self.session)
-        logits = check_logits(self.model.forward(np.asarray([job.ids]), self.cache.slot(slot)))  # [1, V], as generate's prefill
-        self.cache.lengths[slot] = len(job.ids)
-        if row.choose(logits):  # finished at once: its token stays -1 and the slot is free again
-            self.cache.lengths[slot] = 0
-        return row
+    def _fill(self, rows: list[_Row]) -> Iterator[tuple[object, dict]]:
+        """Starts the next jobs in the free slots after rows (appending them to rows) until every slot
+        is taken or no job is left; yields the results known without a step (a Done, or a record that
+        finished at its first token)."""
+        while self._pending is not None and len(rows) < self.slots:
+            jobs: list[Job] = []
+            while len(jobs) < self.slots - len(rows):
+                job = next(self._pending, None)
+                if job is None:
+                    self._pending = None
+                    break
+                if isinstance(job, Done):
+                    yield job.key, job.result
+                else:
+                    jobs.append(job)
+            for group in prefill_groups([len(job.ids) for job in jobs]):
+                started = self._start([jobs[i] for i in group], len(rows))
+                for row in started:
+                    if row.token < 0:  # finished at its first token
+                        yield row.job.key, row.result()
+                rows[:] = self._compact(rows + started, [len(rows) + i for i, row in enumerate(started) if row.token < 0])
 
-    def _compact(self, rows: list["_Row | None"]) -> list[_Row]:
-        """The active rows in slots 0..n-1: each empty slot below n takes the last active row (its keys
-        and values move down), so a step never computes an empty slot."""
-        alive = [i for i, row in enumerate(rows) if row is not None]
-        n = len(alive)
-        holes = [i for i in range(n) if rows[i] is None]
-        for hole, source in zip(holes, [i for i in alive if i >= n]):
+    def _start(self, jobs: list[Job], first: int) -> list[_Row]:
+        """Prefills the jobs' prompts into slots first.. (together when several) and chooses each one's
+        first token (row.token < 0: it has already finished, and its slot is free again)."""
+        if len(jobs) == 1:  # exactly generate's prefill
+            logits = self.model.forward(np.asarray([jobs[0].ids]), self.cache.slot(first))  # [1, V]
+            lengths = np.asarray([len(jobs[0].ids)])
+        else:
+            h, lengths = self.model.padded_hidden_states([job.ids for job in jobs], self.cache.rows(first, first + len(jobs)))
+            logits = self.model.logits(h[np.arange(len(jobs)), lengths - 1])  # [k, V]: each prompt's last position
+        logits = check_logits(logits)
+        rows = []
+        for i, job in enumerate(jobs):
+            row = _Row(job, self.session)
+            finished = row.choose(logits[i : i + 1])
+            self.cache.lengths[first + i] = 0 if finished else lengths[i]
+            rows.append(row)
+        return rows
+
+    def _compact(self, rows: list[_Row], finished: list[int]) -> list[_Row]:
+        """rows without the finished ones, the rest in slots 0..n-1: each freed slot below n takes the
+        last active row (its keys and values move down), so a step never computes an empty slot."""
+        gone = set(finished)
+        for i in finished:
+            self.cache.lengths[i] = 0
+        n = len(rows) - len(gone)
+        holes = [i for i in range(n) if i in gone]
+        for hole, source in zip(holes, [i for i in range(n, len(rows)) if i not in gone]):
             self.cache.move(source, hole)
             rows[hole] = rows[source]
-        return rows[:n]  # type: ignore[return-value]
+        return rows[:n]
