@@ -13,7 +13,7 @@ switching every repetition; each ratio the median of the per-repetition ratios):
                  the same prompts in left-padded batches of each size (attention mask, pad = eos,
                  min_new_tokens = max_new_tokens) against gpt2cli.batch.local.results_of with each batch
                  size; each side's best batch size. Also our whole-command figure (case 1) against it.
-3. step16        tokens/s of one GPT2Model.step_slots over R rows (SlotCache, rows at positions 40-100)
+3. step16        tokens/s of one GPT2Model.forward step over R rows (SlotCache, rows at positions 40-100)
                  against a batch-1 decode step (forward of one token on a KVCache) at the same positions.
 4. memory        peak RSS of the `gpt2cli batch` process at each batch size (from case 1's runs).
 5. ray           records/s of `gpt2cli batch --ray --ray-actors N` against the local `gpt2cli batch`
@@ -250,7 +250,7 @@ class Ours:
         return cache
 
     def step_slots(self, rows: int, steps: int, starts: list[int]) -> dict:
-        """Seconds of `steps` GPT2Model.step_slots calls over `rows` rows starting at positions `starts`."""
+        """Seconds of `steps` decoding steps (GPT2Model.forward over a SlotCache) of `rows` rows starting at positions `starts`."""
         import numpy as np
 
         from gpt2cli.engine.cache import SlotCache
@@ -261,7 +261,7 @@ class Ours:
         tokens = np.random.default_rng(rows).integers(0, cfg.vocab_size - 1, size=rows)  # [rows]
         t0 = time.perf_counter()
         for _ in range(steps):
-            self.model.step_slots(tokens, cache)
+            self.model.forward(tokens[:, None], cache)
         return {"seconds": time.perf_counter() - t0}
 
     def step_one(self, steps: int, starts: list[int]) -> dict:

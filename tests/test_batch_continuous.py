@@ -78,13 +78,18 @@ def test_rows_at_different_positions_match_single_rows(tiny_model):
         singles.append(single)
         tokens.append(int(first.argmax()))
     for _ in range(6):
-        logits = model.step_slots(np.asarray(tokens), cache)
+        logits = model.forward(np.asarray(tokens)[:, None], cache)  # slots 0..4 step, slot 5 stays empty
         assert logits.dtype == np.float32 and logits.shape == (len(prompts), model.config.vocab_size)
         for row, single in enumerate(singles):
             alone = model.forward(np.asarray([[tokens[row]]]), single)[0]
             np.testing.assert_allclose(logits[row], alone, rtol=0, atol=1e-5)
         tokens = [int(x) for x in logits.argmax(axis=-1)]
     assert cache.lengths.tolist() == [len(p) + 6 for p in prompts] + [0]
+    before = cache.lengths.copy()
+    for bad in (np.zeros((2, 2), dtype=np.int64), np.zeros((7, 1), dtype=np.int64)):  # 2 tokens a row; 7 rows, 6 slots
+        with pytest.raises(ValueError, match="one token per row"):
+            model.forward(bad, cache)
+    assert np.array_equal(cache.lengths, before) and cache.mask is None
 
 
 def test_prompts_prefilled_together_equal_each_prefilled_alone(tiny_model):
@@ -152,14 +157,15 @@ def test_slots_are_refilled_and_compacted(tiny_model):
     session = Session.open(tiny_model)
     batch = ContinuousBatch(session, 3)
     stepped = []
-    real_step = batch.model.step_slots
+    real_forward = batch.model.forward
 
-    def step(tokens, cache):
-        assert (cache.lengths[: len(tokens)] > 0).all() and (cache.lengths[len(tokens) :] == 0).all()
-        stepped.append(len(tokens))
-        return real_step(tokens, cache)
+    def forward(tokens, cache, **kw):
+        if cache is batch.cache:  # a step of the slots (a prefill runs on a view of one or more slots)
+            assert (cache.lengths[: len(tokens)] > 0).all() and (cache.lengths[len(tokens) :] == 0).all()
+            stepped.append(len(tokens))
+        return real_forward(tokens, cache, **kw)
 
-    batch.model.step_slots = step
+    batch.model.forward = forward
     lengths = [9, 1, 4, 2, 7, 3, 1, 5]
     jobs = [Job(i, i, [5 + i, 6], 2, Request(max_tokens=n, temperature=0.0, ignore_eos=True)) for i, n in enumerate(lengths)]
     done = dict(batch.run(jobs))

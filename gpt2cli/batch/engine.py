@@ -1,7 +1,7 @@
 """Continuous batching: up to `slots` records decode together, each in its own slot of one SlotCache.
 
-Each step runs one forward pass for every active row (GPT2Model.step_slots: one GEMM per weight for
-all rows, each row at its own position), then each row chooses its token exactly as `generate` does
+Each step runs one forward pass for every active row (GPT2Model.forward over the SlotCache: one GEMM per
+weight for all rows, each row at its own position), then each row chooses its token exactly as `generate` does
 for one row (penalties, its own seeded Sampler, eos, stop strings, max_tokens). When rows finish,
 their results are handed back at once, the remaining rows move down into slots 0..n-1 (a step never
 computes an idle row), and the next records' prompts are prefilled into the free slots after them:
@@ -191,7 +191,7 @@ class ContinuousBatch:
                 yield from self._fill(rows)
                 if not rows:
                     return
-                logits = check_logits(self.model.step_slots(np.asarray([row.token for row in rows]), self.cache))  # [n, V]
+                logits = check_logits(self.model.forward(np.asarray([[row.token] for row in rows]), self.cache))  # [n, V]
                 logprobs = log_softmax(logits)  # [n, V]: row by row, as one row's own
                 finished = []
                 for i, row in enumerate(rows):

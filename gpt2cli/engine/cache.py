@@ -38,6 +38,19 @@ class KVCache:
     def capacity(self) -> int:
         return self.k.shape[3]
 
+    def start(self, b: int, t: int, n_positions: int) -> slice:
+        """Opens a pass of t new positions for each of b rows (all at self.length): the positions, as
+        an index into the position embeddings. Raises ValueError if they do not fit."""
+        if b != self.batch:
+            raise ValueError(f"batch of {b} rows for a cache of {self.batch}")
+        if self.length + t > min(self.capacity, n_positions):
+            raise ValueError(f"{self.length + t} positions exceed the context of {min(self.capacity, n_positions)}")
+        return slice(self.length, self.length + t)
+
+    def advance(self, t: int) -> None:
+        """Closes a pass: the rows now hold t more positions."""
+        self.length += t
+
     def repeat(self, n: int) -> "KVCache":
         """A batch-n cache whose every row is a copy of this batch-1 cache (one prefill, many rows)."""
         assert self.batch == 1, "repeat() expands a batch-1 cache"
@@ -117,6 +130,15 @@ class SharedPrefixCache:
     def length(self, value: int) -> None:
         self.own.length = value - self.prefix.length
 
+    def start(self, b: int, t: int, n_positions: int) -> slice:
+        """As KVCache.start; decoding steps only (one new position per row)."""
+        if t > 1:
+            raise ValueError("a shared-prompt cache takes decoding steps (one token per row) only")
+        return KVCache.start(self, b, t, n_positions)  # type: ignore[arg-type]
+
+    def advance(self, t: int) -> None:
+        self.length += t
+
     def reorder(self, rows: np.ndarray, same_prefix: np.ndarray | None = None) -> None:
         """As KVCache.reorder (same_prefix counts from the prompt's start); the shared prompt never moves."""
         if same_prefix is not None:
@@ -138,7 +160,8 @@ class SlotCache:
         self.k = np.zeros(shape, dtype=F32)  # [n_layer, S, n_head, capacity, head_dim]
         self.v = np.zeros(shape, dtype=F32)  # [n_layer, S, n_head, capacity, head_dim]
         self.lengths = np.zeros(slots, dtype=np.int64)  # [S] positions each slot holds
-        self.mask: np.ndarray | None = None  # [n, 1, 1, span] for the step being run (GPT2Model.step_slots)
+        self.mask: np.ndarray | None = None  # [n, 1, 1, span] for the step being run (start..advance)
+        self.length = None  # no one length: each slot has its own (a KVCache's `length`, for the forward pass)
 
     @property
     def slots(self) -> int:
@@ -147,6 +170,23 @@ class SlotCache:
     @property
     def capacity(self) -> int:
         return self.k.shape[3]
+
+    def start(self, b: int, t: int, n_positions: int) -> np.ndarray:
+        """Opens a decoding step of slots 0..b-1, each appending one position at its own length: their
+        positions [b, 1] (an index into the position embeddings); the step's attention mask hides
+        each slot's positions past its own."""
+        positions = self.lengths[:b]  # [b]
+        if t != 1 or b > self.slots or (positions >= min(self.capacity, n_positions)).any():
+            raise ValueError("slots take one token per row, a row per slot, while no slot is full")
+        span = int(positions.max()) + 1
+        visible = np.arange(span)[None, :] <= positions[:, None]  # [b, span]
+        self.mask = np.where(visible, F32(0.0), F32(-np.inf))[:, None, None, :]  # [b, 1, 1, span]
+        return positions[:, None]
+
+    def advance(self, t: int) -> None:
+        """Closes the step: the slots that took part hold one more position each."""
+        self.lengths[: self.mask.shape[0]] += t
+        self.mask = None
 
     def slot(self, s: int) -> KVCache:
         """An empty batch-1 KVCache whose storage is slot s: a prompt prefilled into it lands in the slot

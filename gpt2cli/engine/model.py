@@ -229,16 +229,13 @@ class GPT2Model:
         writing their keys and values: (the residual stream [B*T, n_embd], whether the pass runs split)."""
         cfg = self.config
         b, t = tokens.shape
-        past = cache.length
-        if b != cache.batch:
-            raise ValueError(f"batch of {b} rows for a cache of {cache.batch}")
-        if t > 1 and isinstance(cache, SharedPrefixCache):
-            raise ValueError("a shared-prompt cache takes decoding steps (one token per row) only")
-        if past + t > min(cache.capacity, cfg.n_positions):
-            raise ValueError(f"{past + t} positions exceed the context of {min(cache.capacity, cfg.n_positions)}")
+        past = cache.length  # None for slots: each row at its own position
         x = self._wte[tokens.reshape(-1)]  # [B*T, n_embd]
-        x.reshape(b, t, -1)[...] += self._wpe[past : past + t]
-        split = self.splits(b * t)
+        x.reshape(b, t, -1)[...] += self._wpe[cache.start(b, t, cfg.n_positions)]  # [T, n_embd] or, slots, [B, 1, n_embd]
+        # Slots' decoding steps run on OpenBLAS's own threads, not split: a step's products have a few
+        # dozen rows, and there OpenBLAS's threaded GEMM measured ~20% faster than column parts on two
+        # engine threads (GPT-2 small, 16-48 rows, same run; benchmarks/README.md).
+        split = past is not None and self.splits(b * t)
         with threads.one_blas_thread() if split else nullcontext():
             for layer in range(layers):
                 self._layer(x, layer, cache, b, t, past, split)
@@ -266,7 +263,7 @@ class GPT2Model:
     def _final_norm(self, x: np.ndarray, shape: tuple[int, int], cache: KVCache, split: bool, appended: int | None = None) -> np.ndarray:
         """ln_f of the residual stream [B*T, n_embd] -> [B, T, n_embd]; the cache now holds the new positions."""
         b, t = shape
-        cache.length += t if appended is None else appended
+        cache.advance(t if appended is None else appended)
         return layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps, split=split and t > 1).reshape(b, t, self.config.n_embd)
 
     @staticmethod
@@ -319,30 +316,6 @@ class GPT2Model:
         t = qkv.shape[1]
         for cache_part, i in ((cache.k, 1), (cache.v, 2)):
             np.add(qkv[:, :, i, heads].transpose(0, 2, 1, 3), bias[i, heads][:, None], out=cache_part[layer, :, heads, past : past + t])
-
-    def step_slots(self, tokens: np.ndarray, cache: SlotCache) -> np.ndarray:
-        """One decoding step of slots 0..n-1 (n = len(tokens)), each appending its token at its own
-        position: [n] -> logits [n, V]. The rows share every matrix product (one GEMM per weight for
-        all of them), so a step of 32 rows costs a few single-row steps, not 32."""
-        cfg = self.config
-        tokens = np.asarray(tokens)
-        n = len(tokens)
-        positions = cache.lengths[:n]  # [n]
-        if n > cache.slots or (positions >= min(cache.capacity, cfg.n_positions)).any():
-            raise ValueError("a slot is full, or more rows than slots")
-        x = self._wte[tokens]  # [n, n_embd]
-        x += self._wpe[positions]
-        span = int(positions.max()) + 1
-        visible = np.arange(span)[None, :] <= positions[:, None]  # [n, span]
-        cache.mask = np.where(visible, F32(0.0), F32(-np.inf))[:, None, None, :]  # [n, 1, 1, span]
-        # OpenBLAS's own threads, not the engine's split: a step's products have a few dozen rows, and
-        # there OpenBLAS's threaded GEMM measured ~20% faster than column parts on two engine threads
-        # (GPT-2 small, 16-48 rows, same run; benchmarks/README.md).
-        for layer in range(cfg.n_layer):
-            self._layer(x, layer, cache, n, 1, -1, split=False)
-        cache.lengths[:n] += 1
-        cache.mask = None
-        return self.logits(layer_norm(x, self._ln_f[0], self._ln_f[1], self._eps))
 
     def logits(self, h: np.ndarray) -> np.ndarray:
         # [..., n_embd] @ wte.T -> [..., vocab_size]
