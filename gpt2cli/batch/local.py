@@ -77,30 +77,27 @@ def results_of(
             yield index, result_of(session, item, defaults, seed, score, stride, allow_special)
         return
 
-    def jobs() -> Iterator[Job | Done]:
-        for index, item in enumerate(items):
-            job = job_for(session, item, defaults, seed, allow_special, index)
-            yield job if job is not None else Done(index, result_of(session, item, defaults, seed, False, None, allow_special))
-
-    yield from ContinuousBatch(session, batch_size).run(jobs())
+    jobs = (job_for(session, item, defaults, seed, allow_special, index) for index, item in enumerate(items))
+    yield from ContinuousBatch(session, batch_size).run(jobs)
 
 
-def job_for(
-    session: Session, item: Record | BadRecord, defaults: Request, seed: int, allow_special: bool, key: int
-) -> Job | Done | None:
-    """The record as a Job for the continuous batch; Done with its error line if it cannot run (a bad
-    record, a bad setting, a prompt that cannot fit); None if it must run alone (result_of)."""
+def job_for(session: Session, item: Record | BadRecord, defaults: Request, seed: int, allow_special: bool, key: int) -> Job | Done:
+    """The record as a Job for the continuous batch, or Done with its result line: its error (a bad
+    record, a bad setting, a prompt that cannot fit), or its result run alone (contrastive search, a
+    run that slides past the context), computed when the batch takes it."""
     if isinstance(item, BadRecord):
         return Done(key, {"id": item.id, "error": item.error})
     try:
         request = request_for(item, defaults, seed).check()
         ids = session.prompt_ids(item.text, allow_special)
         seen = batchable(session.config, ids, request)
+        if seen is None:
+            return Done(key, generated(session, item, request, ids))
     except CheckpointError:
         raise
     except GPT2CLIError as e:
         return Done(key, error_line(item, e))
-    return None if seen is None else Job(key, item.id, seen, len(ids), request)
+    return Job(key, item.id, seen, len(ids), request)
 
 
 class Sink:
@@ -152,15 +149,19 @@ def result_of(
             ids = session.tokenizer.encode(item.text, allow_special=allow_special)
             return {"id": item.id, **score_record(session.score(ids) if stride is None else session.score_strided(ids, stride))}
         request = request_for(item, defaults, seed).check()
-        ids = session.prompt_ids(item.text, allow_special)
-        run = session.run(ids, request, logprobs=True)
-        for _ in run:
-            pass
-        return {"id": item.id, **completion_record(run.rows[0], len(ids))}
+        return generated(session, item, request, session.prompt_ids(item.text, allow_special))
     except CheckpointError:
         raise  # the model is broken: no later record can succeed either
     except GPT2CLIError as e:
         return error_line(item, e)
+
+
+def generated(session: Session, item: Record, request: Request, ids: list[int]) -> dict:
+    """A generation record's result line, run alone through exactly what `generate --json` runs."""
+    run = session.run(ids, request, logprobs=True)
+    for _ in run:
+        pass
+    return {"id": item.id, **completion_record(run.rows[0], len(ids))}
 
 
 def error_line(item: Record, e: GPT2CLIError) -> dict:
