@@ -15,7 +15,7 @@ import pytest
 from gpt2cli.engine.model import GPT2Model
 from gpt2cli.session import Session, score_record
 from tests.support.cli import command, run, run_quick, user_env
-from tests.support.records import LOGPROB_TOLERANCE
+from tests.support.records import assert_same_record
 
 # Characters the tiny tokenizer never merges: a text of n of them is n tokens.
 PLAIN = "bcdfgjkmpqvxz"
@@ -46,22 +46,6 @@ def by_id(text: str) -> dict[str, dict]:
     found = {json.dumps(line["id"]): line for line in lines}
     assert len(found) == len(lines), "an id appears twice"
     return found
-
-
-def assert_same_score(got: dict, expected: dict, label: object = None) -> None:
-    """Tokens, ids and errors exactly; each log-probability to LOGPROB_TOLERANCE, so the total to that
-    per token (a float32 sum of ~300 already has an ulp of 3e-5) and the perplexity to it relatively."""
-    got, expected = dict(got), dict(expected)
-    numbers = ("logprobs", "total_logprob", "perplexity")
-    g, e = [got.pop(k, None) for k in numbers], [expected.pop(k, None) for k in numbers]
-    assert got == expected, label
-    if e[0] is None:
-        assert g == e, label
-        return
-    assert len(g[0]) == len(e[0]), label
-    assert max(abs(a - b) for a, b in zip(g[0], e[0])) <= LOGPROB_TOLERANCE, label
-    assert abs(g[1] - e[1]) <= LOGPROB_TOLERANCE * len(e[0]), label
-    assert abs(g[2] - e[2]) <= LOGPROB_TOLERANCE * e[2], label
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +82,7 @@ def test_score_many_in_small_lm_head_products_equals_score(tiny_model, monkeypat
             continue
         got, single = results[i], session.score(ids)
         assert got.tokens == ids and got.logprobs.dtype == np.float32
-        assert_same_score(score_record(got), score_record(single), label=i)
+        assert_same_record(score_record(got), score_record(single), label=i)
 
 
 def test_batch_size_1_scores_each_record_exactly_as_score_does(tiny_model, single_lines):
@@ -124,7 +108,7 @@ def test_records_scored_together_equal_score_to_rounding(tiny_model, single_line
     got = by_id(r.stdout)
     assert set(got) == set(alone)
     for key, line in alone.items():  # the errors exactly as one at a time, the scores as `score`'s
-        assert_same_score(got[key], single_lines.get(key, line), label=key)
+        assert_same_record(got[key], single_lines.get(key, line), label=key)
 
 
 def test_ordered_writes_scores_in_input_order(tiny_model):
@@ -209,7 +193,7 @@ def test_a_torn_last_line_is_repaired_and_the_rerun_scores_the_rest(tiny_model, 
     got = by_id(torn.read_text(encoding="utf-8"))
     assert set(got) == {str(i) for i in range(50)}
     for key, line in by_id("\n".join(expected)).items():
-        assert_same_score(got[key], line, label=key)
+        assert_same_record(got[key], line, label=key)
 
 
 def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_scores(tiny_model, tmp_path):
@@ -232,4 +216,4 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_scores(tiny_model, tm
     got, expected = by_id(out.read_text(encoding="utf-8")), by_id(whole.read_text(encoding="utf-8"))
     assert set(got) == set(expected)
     for key, line in expected.items():
-        assert_same_score(got[key], line, label=key)
+        assert_same_record(got[key], line, label=key)
