@@ -217,3 +217,20 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_scores(tiny_model, tm
     assert set(got) == set(expected)
     for key, line in expected.items():
         assert_same_record(got[key], line, label=key)
+
+
+def test_nan_weights_stop_the_batch_with_one_line_naming_the_folder(tmp_path):
+    """A broken checkpoint is no record's error: the run stops (exit 3), as `score` does, nothing on stdout."""
+    from safetensors.numpy import load_file, save_file
+
+    from tests.support import models
+    from tests.support.cli import assert_one_error_line
+
+    folder = models.write_model(tmp_path / "nan", n_layer=1, seed=6)
+    tensors = dict(load_file(str(folder / "model.safetensors")))
+    tensors["h.0.mlp.c_proj.bias"] = np.full_like(tensors["h.0.mlp.c_proj.bias"], np.nan)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    texts = "".join(json.dumps({"id": n, "text": text_of(n, n)}) + "\n" for n in range(1, 9))
+    r = run_quick("batch", "--score", "-", "-m", folder, "-b", "4", stdin=texts)
+    line = assert_one_error_line(r, 3)
+    assert str(folder) in line and "NaN or infinite" in line and r.out == b"", line
