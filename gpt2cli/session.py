@@ -87,6 +87,12 @@ class Scored:
     total: float
     perplexity: float
 
+    @classmethod
+    def of(cls, tokens: list[int], logprobs: np.ndarray) -> "Scored":
+        """Every token scored: the total and perplexity from its float32 log-probabilities [T]."""
+        total = float(logprobs.sum())
+        return cls(tokens, logprobs, total, _perplexity(total, len(tokens)))
+
 
 class Session:
     """A model and its tokenizer, loaded once; the weights only when first needed.
@@ -238,18 +244,13 @@ class Session:
 
     def score(self, ids: list[int], progress: Progress | None = None) -> Scored:
         """Each token's log-probability given <|endoftext|> and the tokens before it."""
-        if not ids:
-            raise UsageError("nothing to score: the text is empty")
-        n_ctx = self.config.n_positions
-        if len(ids) > n_ctx:
-            raise UsageError(f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx}; split the text")
+        check_scorable(ids, self.config.n_positions)
         seq = np.asarray([[self.tokenizer.eot] + ids])  # [1, T+1]
         cache = self.model.new_cache(1, len(ids))
         logits = self.model.forward(seq[:, :-1], cache, all_logits=True, progress=progress)[0]  # [T, V]
         with self._weights_named():
             logprobs = log_softmax(check_logits(logits))[np.arange(len(ids)), ids]  # [T]
-        total = float(logprobs.sum())
-        return Scored(ids, logprobs, total, _perplexity(total, len(ids)))
+        return Scored.of(ids, logprobs)
 
     def token_logprobs(self, ids: list[int], continuation: list[int], prefix: Prefix | None = None) -> list[float]:
         """Each continuation token's log-probability under the raw distribution, given ids and the tokens
@@ -360,6 +361,14 @@ def completion_record(row: Completion, prompt_tokens: int) -> dict:
 def score_record(s: Scored) -> dict:
     """What `score --json` and `batch --score` print."""
     return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
+
+
+def check_scorable(ids: list[int], n_ctx: int) -> None:
+    """Raises UsageError unless `score` can score ids in one pass: 1 to n_ctx tokens."""
+    if not ids:
+        raise UsageError("nothing to score: the text is empty")
+    if len(ids) > n_ctx:
+        raise UsageError(f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx}; split the text")
 
 
 def check_stride(n_ctx: int, stride: int) -> int:

@@ -56,7 +56,8 @@ def test_ray_scores_as_the_local_path_does(ray_installed, tiny_model, tmp_path):
     assert local.code == 0, local.err
     r = run("batch", "--score", "-", "-m", tiny_model, "--ray", "--ray-actors", "2", stdin=texts, timeout=300)
     assert r.code == 0, r.err
-    assert lines_by_id(r.stdout) == lines_by_id(local.stdout)
+    # texts scored together: their numbers depend, to rounding, on which texts shared a pass
+    assert_same_lines(lines_by_id(r.stdout), lines_by_id(local.stdout))
 
 
 def test_without_ray_the_message_says_how_to_install_it(tiny_model):

@@ -2,8 +2,9 @@
 output skipped.
 
 With a batch size above 1, generation records decode together by continuous batching
-(batch.engine); records it cannot hold, and every record with batch size 1 or --score, run one after
-another through exactly the code `generate --json` and `score --json` run.
+(batch.engine) and --score records are scored in padded passes (batch.scoring); records the batch
+cannot hold, --score --stride records, and every record with batch size 1, run one after another
+through exactly the code `generate --json` and `score --json` run.
 """
 
 from __future__ import annotations
@@ -14,9 +15,14 @@ from typing import Callable, Iterable, Iterator
 
 from gpt2cli.batch.engine import ContinuousBatch, Done, Job, batchable
 from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
+from gpt2cli.batch.scoring import score_many
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
 from gpt2cli.request import Request
 from gpt2cli.session import Session, completion_record, score_record
+
+# --score records read per record the batch size allows: enough texts of each length to fill long
+# passes, few enough that results stream out and memory stays bounded.
+_RECORDS_PER_SLOT = 4
 
 
 @dataclass
@@ -72,6 +78,9 @@ def results_of(
     allow_special: bool, batch_size: int,
 ) -> Iterator[tuple[int, dict]]:
     """(index in items, result line) for each item, as each finishes."""
+    if score and stride is None and batch_size > 1:
+        yield from scored_together(session, items, allow_special, batch_size)
+        return
     if score or batch_size == 1:
         for index, item in enumerate(items):
             yield index, result_of(session, item, defaults, seed, score, stride, allow_special)
@@ -79,6 +88,43 @@ def results_of(
 
     jobs = (job_for(session, item, defaults, seed, allow_special, index) for index, item in enumerate(items))
     yield from ContinuousBatch(session, batch_size).run(jobs)
+
+
+def scored_together(
+    session: Session, items: Iterable[Record | BadRecord], allow_special: bool, batch_size: int
+) -> Iterator[tuple[int, dict]]:
+    """(index in items, result line) of --score records, read _RECORDS_PER_SLOT * batch_size at a time
+    (so the run streams and memory stays bounded) and scored in padded passes (batch.scoring)."""
+    chunk: list[tuple[int, Record | BadRecord]] = []
+    for index, item in enumerate(items):
+        chunk.append((index, item))
+        if len(chunk) == _RECORDS_PER_SLOT * batch_size:
+            yield from scored_chunk(session, chunk, allow_special)
+            chunk = []
+    if chunk:
+        yield from scored_chunk(session, chunk, allow_special)
+
+
+def scored_chunk(session: Session, chunk: list[tuple[int, Record | BadRecord]], allow_special: bool) -> Iterator[tuple[int, dict]]:
+    """Each record's line as result_of writes it: bad records and texts that fail to encode or to
+    score get their error lines, the others their scores."""
+    texts: list[list[int]] = []
+    keys: list[tuple[int, Record]] = []
+    for index, item in chunk:
+        if isinstance(item, BadRecord):
+            yield index, {"id": item.id, "error": item.error}
+            continue
+        try:
+            texts.append(session.tokenizer.encode(item.text, allow_special=allow_special))
+        except CheckpointError:
+            raise
+        except GPT2CLIError as e:
+            yield index, error_line(item, e)
+            continue
+        keys.append((index, item))
+    for j, scored in score_many(session, texts):
+        index, item = keys[j]
+        yield index, error_line(item, scored) if isinstance(scored, GPT2CLIError) else {"id": item.id, **score_record(scored)}
 
 
 def job_for(session: Session, item: Record | BadRecord, defaults: Request, seed: int, allow_special: bool, key: int) -> Job | Done:

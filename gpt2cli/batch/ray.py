@@ -1,6 +1,7 @@
 """The same batch on Ray, when one machine is not enough: the driver reads the records and skips the
 ids the output already holds, Ray Data hands the rest to a pool of actors that each load the model
-once and run the local path (batch.local.results_of: continuous batching, or one record at a time), and the driver writes each result through the same
+once and run the local path (batch.local.results_of: continuous batching, texts scored in padded
+passes, or one record at a time), and the driver writes each result through the same
 resumable Output as it comes back. Ray is imported only here, and only when --ray is asked for.
 """
 
