@@ -131,7 +131,7 @@ class Session:
         return self.config.eos_token_id
 
     @contextmanager
-    def _weights_named(self) -> Iterator[None]:
+    def naming_weights(self) -> Iterator[None]:
         """NaN/inf logits come out naming the model's folder, with the remedy that fits it."""
         try:
             yield
@@ -187,7 +187,7 @@ class Session:
                 eos_token_id=None if ignore_eos else self.eos, penalties=penalties, logprobs=logprobs,
                 prefill_progress=progress, prefix=prefix,
             )  # fmt: skip
-            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps, len(ids), self._weights_named)
+            return Generation([Completion.start(self.tokenizer.token_bytes, stops)], steps, len(ids), self.naming_weights)
         steps = generate(
             self.model, ids, sampler, max_new_tokens,
             num_samples=num_samples, eos_token_id=self.eos, ignore_eos=ignore_eos, logprobs=logprobs,
@@ -196,7 +196,7 @@ class Session:
         rows = [Completion.start(self.tokenizer.token_bytes, stops) for _ in range(num_samples)]
         # generate() has checked the fit already (and warned): this only learns the length it kept
         seen = fit_prompt(ids, self.config.n_positions, max_new_tokens, on_overflow, lambda message: None)
-        return Generation(rows, steps, len(seen), self._weights_named)
+        return Generation(rows, steps, len(seen), self.naming_weights)
 
     def run(
         self, ids: list[int], request: Request, *, logprobs: bool = False, warn: Callable[[str], None] = lambda m: None,
@@ -219,7 +219,7 @@ class Session:
         if isinstance(beams, int) and isinstance(new, int) and beams >= 1 and new >= 1:  # else beam_search says what is wrong
             check_memory(beam_module.cache_bytes(self.config, len(ids), new, beams), "num_beams", beams, len(ids), new)
         search = group_beam_search if "num_groups" in options else beam_search  # 1 group: beam_search
-        with self._weights_named():
+        with self.naming_weights():
             hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, prefix=prefix, **options)
         return [self._decoded(h.tokens, h.score, h.logprob, h.finish_reason) for h in hyps]
 
@@ -230,7 +230,7 @@ class Session:
             self.model, ids, sampler, max_new_tokens, eos_token_id=self.eos, logprobs=True, on_overflow=Overflow.ERROR
         )
         try:
-            with self._weights_named():
+            with self.naming_weights():
                 for step in steps:
                     tokens.append(int(step.tokens[0]))
                     logprobs.append(float(step.logprobs[0]))
@@ -248,7 +248,7 @@ class Session:
         seq = np.asarray([[self.tokenizer.eot] + ids])  # [1, T+1]
         cache = self.model.new_cache(1, len(ids))
         logits = self.model.forward(seq[:, :-1], cache, all_logits=True, progress=progress)[0]  # [T, V]
-        with self._weights_named():
+        with self.naming_weights():
             logprobs = log_softmax(check_logits(logits))[np.arange(len(ids)), ids]  # [T]
         return Scored.of(ids, logprobs)
 
@@ -268,7 +268,7 @@ class Session:
             cache = prefix.cache.repeat(1)  # this pass's own copy of the prompt's keys and values, dropped after
             rest = self.model.forward(np.asarray([continuation[:-1]]), cache, all_logits=True)[0]  # [n-1, V]
             logits = np.concatenate([logits, rest])  # [n, V]
-        with self._weights_named():
+        with self.naming_weights():
             return log_softmax(check_logits(logits))[np.arange(len(continuation)), continuation].astype(float).tolist()
 
     def prefills(self, ids: list[int], max_new_tokens: int, strategies: "list[Strategy] | None" = None) -> Prefills:
@@ -328,7 +328,7 @@ class Session:
             # The positions no earlier window scored; a window's first token has no history in it (only
             # with stride == n_ctx), so, as in the recipe, it stays unscored (NaN).
             targets = np.arange(max(scored, begin + 1), end)
-            with self._weights_named():
+            with self.naming_weights():
                 lp = log_softmax(check_logits(self.model.logits(h[targets - begin - 1])))  # [n, V]
             logprobs[targets - 1] = lp[np.arange(len(targets)), x[targets]]
             scored = end

@@ -186,7 +186,7 @@ class ContinuousBatch:
         """(key, result line) for every job, as each finishes (not in order); a Done passes straight through."""
         self._pending = iter(jobs)
         rows: list[_Row] = []  # rows[i] decodes in slot i
-        with self.session._weights_named():
+        with self.session.naming_weights():
             while True:
                 yield from self._fill(rows)
                 if not rows:

@@ -54,7 +54,7 @@ def score_group(session: Session, texts: list[list[int]]) -> list[Scored]:
     states = h[real]  # [N, n_embd]: row 0's positions, then row 1's, ...
     targets = np.concatenate([np.asarray(ids, dtype=np.int64) for ids in texts])  # [N]
     logprobs = np.empty(len(targets), np.float32)  # [N]
-    with session._weights_named():
+    with session.naming_weights():
         for start in range(0, len(targets), LOGIT_ROWS):
             part = slice(start, start + LOGIT_ROWS)
             lp = log_softmax(check_logits(model.logits(states[part])), inplace=True)  # [n, V]
