@@ -13,7 +13,7 @@ import time
 from gpt2cli.batch.records import derived_seed
 import pytest
 
-from tests.support.cli import command, run, user_env
+from tests.support.cli import command, kill_9_once_written, run, user_env
 from tests.support.records import assert_same_lines, assert_same_record
 
 RECORDS = [
@@ -139,13 +139,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_output(tiny_model, tm
     source = tmp_path / "in.jsonl"
     write_records(source, [{"id": i, "prompt": f"prompt number {i}", "max_tokens": 40} for i in range(60)])
     out = tmp_path / "out.jsonl"
-    child = subprocess.Popen([*command(), "batch", str(source), "-m", str(tiny_model), "-n", "6", "-o", str(out)], env=user_env())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    written = out.read_bytes().count(b"\n")
+    written = kill_9_once_written(out, "batch", source, "-m", tiny_model, "-n", "6", "-o", out)
     assert 3 <= written < 60
     r = run("batch", source, "-m", tiny_model, "-n", "6", "-o", out)
     assert r.code == 0, r.err

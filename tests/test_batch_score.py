@@ -5,16 +5,13 @@ context get error lines; -b 1 and --stride score one record at a time; an interr
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import time
 
 import numpy as np
 import pytest
 
 from gpt2cli.engine.model import GPT2Model
 from gpt2cli.session import Session, score_record
-from tests.support.cli import command, run, run_quick, user_env
+from tests.support.cli import kill_9_once_written, run, run_quick
 from tests.support.records import assert_same_record
 
 # Characters the tiny tokenizer never merges: a text of n of them is n tokens.
@@ -201,13 +198,7 @@ def test_kill_9_mid_run_then_rerun_gives_the_uninterrupted_scores(tiny_model, tm
     n = 600
     source.write_text("".join(json.dumps({"id": i, "text": text_of(i % 120 + 1, i)}) + "\n" for i in range(n)), encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    child = subprocess.Popen([*command(), "batch", "--score", str(source), "-m", str(tiny_model), "-b", "4", "-o", str(out)], env=user_env())
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (not out.exists() or out.read_bytes().count(b"\n") < 3):
-        time.sleep(0.02)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
-    written = out.read_bytes().count(b"\n")
+    written = kill_9_once_written(out, "batch", "--score", source, "-m", tiny_model, "-b", "4", "-o", out)
     assert 3 <= written < n
     r = run("batch", "--score", source, "-m", tiny_model, "-b", "4", "-o", out, timeout=300)
     assert r.code == 0 and f"{written} records already in" in r.err, r.err

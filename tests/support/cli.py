@@ -101,6 +101,21 @@ def start(*args, env: dict | None = None, **popen) -> subprocess.Popen:
     return subprocess.Popen([*command(), *_argv(args)], env=user_env(**(env or {})), **popen)
 
 
+def kill_9_once_written(output: Path, *args, lines: int = 3, timeout: float = 60) -> int:
+    """Starts the command, SIGKILLs it once `output` holds `lines` whole lines (or after timeout
+    seconds), and returns how many lines it holds then: a crash at an arbitrary point of a run."""
+    import signal
+    import time
+
+    child = start(*args)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (not output.exists() or output.read_bytes().count(b"\n") < lines):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return output.read_bytes().count(b"\n")
+
+
 def run_in_process(args, stdin: bytes = b"") -> tuple[Run, list]:
     """cli.process.main() with its own stdin/stdout/stderr (buffered bytes underneath, like the real
     ones). Returns the run and the Python warnings it raised. The caller's environment applies."""
