@@ -21,12 +21,13 @@ from gpt2cli.decoding.contrastive import contrastive_search
 from gpt2cli.decoding.generate import NonFiniteLogits, Overflow, check_logits, fit_prompt, generate
 from gpt2cli.decoding.group_beam import group_beam_search
 from gpt2cli.decoding.prefix import Prefills, Prefix
+from gpt2cli.decoding.scores import Scored, check_scorable, check_stride, perplexity
 from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.engine.model import GPT2Model, Progress
-from gpt2cli.errors import CheckpointError, InvalidValue, ModelNotFoundError, UsageError
+from gpt2cli.errors import CheckpointError, ModelNotFoundError, UsageError
 from gpt2cli.request import Request, check_memory
 from gpt2cli.spec import GPT2Config
 from gpt2cli.store.checkpoint import load_weights
@@ -78,20 +79,6 @@ class Compared:
     @property
     def mean_logprob(self) -> float | None:
         return math.fsum(self.logprobs) / len(self.logprobs) if self.logprobs else None
-
-
-@dataclass(frozen=True)
-class Scored:
-    tokens: list[int]
-    logprobs: np.ndarray  # [T] float32: each token's log-probability given everything before it
-    total: float
-    perplexity: float
-
-    @classmethod
-    def of(cls, tokens: list[int], logprobs: np.ndarray) -> "Scored":
-        """Every token scored: the total and perplexity from its float32 log-probabilities [T]."""
-        total = float(logprobs.sum())
-        return cls(tokens, logprobs, total, _perplexity(total, len(tokens)))
 
 
 class Session:
@@ -337,7 +324,7 @@ class Session:
             begin += stride
         counted = ~np.isnan(logprobs)
         total = float(logprobs[counted].sum(dtype=np.float64))
-        return Scored(ids, logprobs, total, _perplexity(total, int(counted.sum())))
+        return Scored(ids, logprobs, total, perplexity(total, int(counted.sum())))
 
     def _decoded(self, tokens: list[int], score: float, logprob: float, finish_reason: str) -> Decoded:
         shown = tokens[:-1] if tokens and tokens[-1] == self.eos else tokens
@@ -356,33 +343,6 @@ def completion_record(row: Completion, prompt_tokens: int) -> dict:
         "prompt_tokens": prompt_tokens,
         "completion_tokens": kept,
     }
-
-
-def score_record(s: Scored) -> dict:
-    """What `score --json` and `batch --score` print."""
-    return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
-
-
-def check_scorable(ids: list[int], n_ctx: int) -> None:
-    """Raises UsageError unless `score` can score ids in one pass: 1 to n_ctx tokens."""
-    if not ids:
-        raise UsageError("nothing to score: the text is empty")
-    if len(ids) > n_ctx:
-        raise UsageError(f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx}; split the text")
-
-
-def check_stride(n_ctx: int, stride: int) -> int:
-    """Raises InvalidValue unless 1 <= stride <= n_ctx (score_strided's windows); returns n_ctx."""
-    if isinstance(stride, bool) or not isinstance(stride, int) or not 1 <= stride <= n_ctx:
-        raise InvalidValue("stride", f"must be an integer from 1 to the model's context ({n_ctx})", stride)
-    return n_ctx
-
-
-def _perplexity(total: float, n: int) -> float:
-    try:
-        return math.exp(-total / n)
-    except OverflowError:  # a model so sure and so wrong that the perplexity is beyond float
-        return math.inf
 
 
 class Generation:

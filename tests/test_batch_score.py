@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gpt2cli.engine.model import GPT2Model
-from gpt2cli.session import Session, score_record
+from gpt2cli.decoding.scores import score_record
+from gpt2cli.session import Session
 from tests.support.cli import kill_9_once_written, run, run_quick
 from tests.support.records import assert_same_record
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpt2cli.cli import render
-from gpt2cli.session import Scored
+from gpt2cli.decoding.scores import Scored
 from tests.support import cli
 
 

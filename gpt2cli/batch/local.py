@@ -18,7 +18,8 @@ from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, reque
 from gpt2cli.batch.scoring import score_many
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
 from gpt2cli.request import Request
-from gpt2cli.session import Session, completion_record, score_record
+from gpt2cli.decoding.scores import score_record
+from gpt2cli.session import Session, completion_record
 
 # --score records read per record the batch size allows: enough texts of each length to fill long
 # passes, few enough that results stream out and memory stays bounded.

@@ -17,7 +17,8 @@ from gpt2cli.batch.engine import prefill_groups
 from gpt2cli.decoding.generate import check_logits
 from gpt2cli.engine.kernels import log_softmax
 from gpt2cli.errors import UsageError
-from gpt2cli.session import Scored, Session, check_scorable
+from gpt2cli.decoding.scores import Scored, check_scorable
+from gpt2cli.session import Session
 
 # Positions per LM-head product: [1024, 50257] float32 logits take 206 MB, what `score` takes for a
 # whole GPT-2 context; more rows would only make the product bigger, not faster.

@@ -105,7 +105,7 @@ def batch(
     try:
         if on_ray:
             from gpt2cli.batch.ray import ModelSpec, run_records_on_ray
-            from gpt2cli.session import check_stride
+            from gpt2cli.decoding.scores import check_stride
             from gpt2cli.store.config import read_config
 
             config = read_config(model_folder(model, revision, weights_dir, offline) / "config.json")

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from gpt2cli.decoding.text import Completion
-    from gpt2cli.session import Compared, Decoded, Scored
+    from gpt2cli.decoding.scores import Scored
+    from gpt2cli.session import Compared, Decoded
     from gpt2cli.store.hub import ModelEntry
     from gpt2cli.store.remove import Plan
     from gpt2cli.store.tokenizer import Tokenizer
@@ -208,7 +209,7 @@ def compared_heading(c: "Compared") -> str:
 
 
 def score_record(s: "Scored") -> dict:
-    from gpt2cli.session import score_record as record
+    from gpt2cli.decoding.scores import score_record as record
 
     return record(s)
 
