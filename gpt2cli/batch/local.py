@@ -113,7 +113,7 @@ def scored_chunk(session: Session, chunk: list[tuple[int, Record | BadRecord]], 
     keys: list[tuple[int, Record]] = []
     for index, item in chunk:
         if isinstance(item, BadRecord):
-            yield index, {"id": item.id, "error": item.error}
+            yield index, item.result()
             continue
         try:
             texts.append(session.tokenizer.encode(item.text, allow_special=allow_special))
@@ -133,7 +133,7 @@ def job_for(session: Session, item: Record | BadRecord, defaults: Request, seed:
     record, a bad setting, a prompt that cannot fit), or its result run alone (contrastive search, a
     run that slides past the context), computed when the batch takes it."""
     if isinstance(item, BadRecord):
-        return Done(key, {"id": item.id, "error": item.error})
+        return Done(key, item.result())
     try:
         request = request_for(item, defaults, seed).check()
         ids = session.prompt_ids(item.text, allow_special)
@@ -190,7 +190,7 @@ def result_of(
 ) -> dict:
     """One record's result line: {"id", ...what generate/score --json print} or {"id", "error"}."""
     if isinstance(item, BadRecord):
-        return {"id": item.id, "error": item.error}
+        return item.result()
     try:
         if score:
             ids = session.tokenizer.encode(item.text, allow_special=allow_special)

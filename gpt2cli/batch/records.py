@@ -55,6 +55,10 @@ class BadRecord:
     def key(self) -> str:
         return json.dumps(self.id)
 
+    def result(self) -> dict:
+        """Its result line."""
+        return {"id": self.id, "error": self.error}
+
 
 def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt") -> Iterator[Record | BadRecord]:
     """Records from JSON Lines (each object has `field`, optionally `id` and settings) or, with lines,

@@ -43,7 +43,7 @@ def batch(
         Optional[int],
         typer.Option(
             "-b", "--batch-size", min=1, metavar="N",
-            help="Records decoding together (1: one at a time, bit for bit as generate). Default: 32, fewer if memory is short.",
+            help="Records decoding (or, with --score, texts scored) together; 1: one at a time, bit for bit as generate and score. Default: 32, fewer if memory is short.",
         ),
     ] = None,
     on_ray: Annotated[bool, typer.Option("--ray", help="Run on a Ray cluster (pip install \"gpt2cli[ray]\").")] = False,
