@@ -47,7 +47,7 @@ def instrument(model) -> dict[str, float]:
     engine.layer_norm = timed(engine.layer_norm, "layer norm")
     engine.gelu_new = timed(engine.gelu_new, "gelu (with c_fc's bias)")
     engine.GPT2Model._attention = timed(engine.GPT2Model._attention, "attention (qkv bias, kv write, softmax)")
-    engine.GPT2Model.logits = timed(engine.GPT2Model.logits, "lm head (wte)")
+    engine.GPT2Model.logits = timed(engine.GPT2Model.logits, "lm head")
     return spent
 
 
@@ -73,7 +73,7 @@ def matvec_floor(model, reps: int) -> dict[str, float]:
     x = {d: np.full(d, 0.01, np.float32), 4 * d: np.full(4 * d, 0.01, np.float32)}
     names = {"c_attn_weight": "matmul c_attn (qkv)", "attn_c_proj_weight": "matmul attn.c_proj", "c_fc_weight": "matmul mlp.c_fc", "mlp_c_proj_weight": "matmul mlp.c_proj"}
     plan = [(names[f], getattr(b, f)) for b in model._blocks for f in names]
-    plan.append(("lm head (wte)", model._wte.T))
+    plan.append(("lm head", model._lm_head))  # [n_embd, vocab], made by the forward passes before this
     outs = [np.empty(m.shape[1], np.float32) for _, m in plan]
     times = collections.defaultdict(list)
     for _ in range(reps):

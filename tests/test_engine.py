@@ -108,6 +108,40 @@ def test_activations_stay_float32(tiny_model):
     assert gelu_new(np.ones(4, dtype=np.float32)).dtype == np.float32
 
 
+def test_lm_head_layout_is_wte_transposed_exactly(monkeypatch):
+    from gpt2cli.engine import kernels
+
+    monkeypatch.setattr(kernels, "_TRANSPOSE_ROWS", 7)  # several blocks and a short last one over 50 rows
+    wte = np.random.default_rng(3).standard_normal((50, 12)).astype(np.float32)
+    w = kernels.lm_head_layout(wte)
+    assert w.shape == (12, 50) and w.dtype == np.float32 and w.flags.c_contiguous
+    np.testing.assert_array_equal(w, wte.T)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 9])
+def test_lm_head_gives_x_times_wte_transposed_at_every_row_count(rows):
+    from gpt2cli.engine import kernels
+
+    rng = np.random.default_rng(rows)
+    wte = rng.standard_normal((300, 16)).astype(np.float32)
+    x = rng.standard_normal((rows, 16)).astype(np.float32)
+    out = kernels.lm_head(x, kernels.lm_head_layout(wte))
+    assert out.dtype == np.float32 and out.shape == (rows, 300)
+    np.testing.assert_allclose(out, x.astype(np.float64) @ wte.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_the_lm_head_copy_is_made_once_and_only_when_logits_are_asked_for(tiny_model):
+    model = load_model(tiny_model)
+    cache = model.new_cache(1)
+    model.hidden_states(np.array([[1, 2, 3]]), cache)
+    assert model._lm_head is None  # tokenizing, prefilling: no copy of wte yet
+    first = model.forward(np.array([[4]]), cache)
+    made = model._lm_head
+    assert made is not None and not np.shares_memory(made, model.weights.wte)
+    again = model.logits(np.zeros((1, model.config.n_embd), np.float32))
+    assert model._lm_head is made and again.dtype == first.dtype == np.float32
+
+
 def test_fp16_weights_are_upcast_and_fp32_weights_are_memory_mapped(tmp_path):
     fp16 = load_model(modelfactory.write_model(tmp_path / "h", dtype="float16"))
     assert fp16.weights.wte.dtype == np.float32

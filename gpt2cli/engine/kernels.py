@@ -23,10 +23,16 @@ _SLICE_FLOATS = 96 * 1024
 # OpenBLAS's sgemm packs the whole weight matrix on every call, so a product with a handful of rows
 # (beams, -N samples) costs about three single-row products. Up to this many rows, each row gets its
 # own gemv over ~2 MiB row blocks of the weight instead, so rows 2.. find the block in L2 cache
-# (GPT-2 small, 4 rows: a forward step takes 41 ms instead of 59). The crossovers were measured: gemm
-# wins from 9 rows on for the blocks' weights, from 13 on for the LM head.
+# (GPT-2 small, 4 rows: a forward step takes 41 ms instead of 59). The crossover was measured: gemm
+# wins from 9 rows on for the blocks' weights.
 _FEW_ROWS = 8
-_FEW_ROWS_LM_HEAD = 12
+# The LM head ([n_embd, vocab], lm_head_layout) is one gemv per row up to this many rows, a GEMM from
+# there: its columns cannot be blocked for the cache (each is a strided read), and a GEMM over it
+# measured faster than gemvs from 3 rows on (GPT-2 small: 3 rows 22.7 vs 23.1 ms, 4 rows 20.5 vs 30.6).
+_LM_HEAD_GEMV_ROWS = 2
+# lm_head_layout copies wte's rows to columns this many at a time: numpy's own copy of the whole
+# transposed view (np.ascontiguousarray(wte.T)) took 0.74 s for GPT-2 small's wte, blocks 0.09-0.14 s.
+_TRANSPOSE_ROWS = 1024
 # ~2 MiB: small enough for L2, big enough that OpenBLAS still runs each gemv on all its threads.
 _BLOCK_FLOATS = 512 * 1024
 
@@ -99,40 +105,27 @@ def gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
         xs *= t
 
 
-def matmul(x: np.ndarray, weight: np.ndarray, *, transposed: bool = False) -> np.ndarray:
-    """x @ W by the fastest route for x's number of rows: one gemv, a few rows' blocked gemvs, or a GEMM.
+def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """x @ weight by the fastest route for x's number of rows: one gemv, a few rows' blocked gemvs, or a GEMM.
 
-    W is weight ([n_in, n_out], Conv1D's layout) or, transposed, weight.T (weight [n_out, n_in]: the
-    LM head's wte). [N, n_in] -> [N, n_out] (a new array).
+    weight [n_in, n_out] (Conv1D's layout): [N, n_in] -> [N, n_out] (a new array).
     """
     n = x.shape[0]
-    out = np.empty((n, weight.shape[0] if transposed else weight.shape[1]), F32)
+    out = np.empty((n, weight.shape[1]), F32)
     if n == 1:
-        if transposed:
-            np.dot(weight, x[0], out=out[0])
-        else:
-            np.dot(x[0], weight, out=out[0])
-    elif n <= (_FEW_ROWS_LM_HEAD if transposed else _FEW_ROWS):
-        _few_rows_matmul(x, weight, out, transposed)
+        np.dot(x[0], weight, out=out[0])
+    elif n <= _FEW_ROWS:
+        _few_rows_matmul(x, weight, out)
     else:
-        np.dot(x, weight.T if transposed else weight, out=out)
+        np.dot(x, weight, out=out)
     return out
 
 
-def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray, transposed: bool) -> None:
-    """out[i] = x[i] @ W, one gemv per row and ~2 MiB block of weight's rows (contiguous in memory).
-
-    Transposed, a block is some of the outputs (vocabulary rows of wte), written straight into out;
-    otherwise it is some of the inputs, and the blocks' partial products are summed.
-    """
+def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
+    """out[i] = x[i] @ weight, one gemv per row and ~2 MiB block of weight's rows (contiguous in memory),
+    the blocks' partial products summed."""
     # x [N, n_in] -> out [N, n_out]
     blocks = row_slices(weight.shape[0], weight.shape[1], _BLOCK_FLOATS)
-    if transposed:
-        for block in blocks:
-            w = weight[block]  # [rows of the block, n_in]
-            for i in range(len(x)):
-                np.dot(w, x[i], out=out[i, block])
-        return
     if len(blocks) == 1:
         for i in range(len(x)):
             np.dot(x[i], weight, out=out[i])
@@ -143,6 +136,29 @@ def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray, transpo
         for i in range(len(x)):
             np.dot(x[i, block], w, out=part[i])
     np.add.reduce(partial, axis=0, out=out)
+
+
+def lm_head_layout(wte: np.ndarray) -> np.ndarray:
+    """The LM head's weight: wte [vocab, n_embd] transposed into a new C-contiguous [n_embd, vocab].
+
+    Logits as x @ W[n_embd, vocab] measured 6-11 % faster per decoding token than x @ wte.T (GPT-2
+    small, batch 1; ~35 % at 16 rows: 21 vs 33.5 ms), for one copy of wte (+154 MB, 0.1-0.25 s).
+    """
+    out = np.empty(wte.shape[::-1], F32)  # [n_embd, vocab]
+    for start in range(0, wte.shape[0], _TRANSPOSE_ROWS):
+        out[:, start : start + _TRANSPOSE_ROWS] = wte[start : start + _TRANSPOSE_ROWS].T
+    return out
+
+
+def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Logits x @ weight (lm_head_layout's [n_embd, vocab]): [N, n_embd] -> [N, vocab] (a new array)."""
+    out = np.empty((x.shape[0], weight.shape[1]), F32)
+    if x.shape[0] <= _LM_HEAD_GEMV_ROWS:
+        for i in range(x.shape[0]):
+            np.dot(x[i], weight, out=out[i])
+    else:
+        np.dot(x, weight, out=out)
+    return out
 
 
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from gpt2cli.engine import threads
-from gpt2cli.engine.kernels import F32, layer_norm, gelu_new, linear, matmul, softmax, split_linear
+from gpt2cli.engine.kernels import F32, layer_norm, gelu_new, linear, lm_head, lm_head_layout, matmul, softmax, split_linear
 from gpt2cli.engine.cache import KVCache, SharedPrefixCache, SlotCache
 from gpt2cli.spec import GPT2Config, Weights
 
@@ -40,6 +40,7 @@ class GPT2Model:
         self._wte = weights.wte
         self._wpe = weights.wpe
         self._ln_f = (weights.ln_f_weight, weights.ln_f_bias)
+        self._lm_head: np.ndarray | None = None  # [n_embd, vocab]: wte laid out for the logits, at the first logits()
         self._scale = F32(1.0 / np.sqrt(config.head_dim))
         self._eps = F32(config.layer_norm_epsilon)
         self._masks: dict[int, np.ndarray] = {}
@@ -318,9 +319,13 @@ class GPT2Model:
             np.add(qkv[:, :, i, heads].transpose(0, 2, 1, 3), bias[i, heads][:, None], out=cache_part[layer, :, heads, past : past + t])
 
     def logits(self, h: np.ndarray) -> np.ndarray:
-        # [..., n_embd] @ wte.T -> [..., vocab_size]
+        """[..., n_embd] @ wte.T -> [..., vocab_size], through the LM head's own copy of wte laid out
+        [n_embd, vocab] (kernels.lm_head_layout), made once, at the first call: every logit of the
+        process comes from the same layout, so the same rows give the same bits whatever ran before."""
+        if self._lm_head is None:
+            self._lm_head = lm_head_layout(self._wte)
         rows = np.ascontiguousarray(h, dtype=F32).reshape(-1, self._wte.shape[1])  # [N, n_embd]
-        return matmul(rows, self._wte, transposed=True).reshape(*h.shape[:-1], self._wte.shape[0])
+        return lm_head(rows, self._lm_head).reshape(*h.shape[:-1], self._wte.shape[0])
 
     def forward(
         self, tokens: np.ndarray, cache: KVCache, *, all_logits: bool = False, progress: Progress | None = None
