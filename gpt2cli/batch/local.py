@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from gpt2cli.batch.engine import ContinuousBatch, Done, Job, batchable
 from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
@@ -24,6 +24,8 @@ from gpt2cli.session import Session, completion_record
 # --score records read per record the batch size allows: enough texts of each length to fill long
 # passes, few enough that results stream out and memory stays bounded.
 _RECORDS_PER_SLOT = 4
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -115,13 +117,11 @@ def scored_chunk(session: Session, chunk: list[tuple[int, Record | BadRecord]], 
         if isinstance(item, BadRecord):
             yield index, item.result()
             continue
-        try:
-            texts.append(session.tokenizer.encode(item.text, allow_special=allow_special))
-        except CheckpointError:
-            raise
-        except GPT2CLIError as e:
-            yield index, error_line(item, e)
+        ids = for_record(item, lambda: session.tokenizer.encode(item.text, allow_special=allow_special))
+        if isinstance(ids, dict):  # its error line
+            yield index, ids
             continue
+        texts.append(ids)
         keys.append((index, item))
     for j, scored in score_many(session, texts):
         index, item = keys[j]
@@ -134,17 +134,17 @@ def job_for(session: Session, item: Record | BadRecord, defaults: Request, seed:
     run that slides past the context), computed when the batch takes it."""
     if isinstance(item, BadRecord):
         return Done(key, item.result())
-    try:
+
+    def job() -> Job | Done:
         request = request_for(item, defaults, seed).check()
         ids = session.prompt_ids(item.text, allow_special)
         seen = batchable(session.config, ids, request)
         if seen is None:
             return Done(key, generated(session, item, request, ids))
-    except CheckpointError:
-        raise
-    except GPT2CLIError as e:
-        return Done(key, error_line(item, e))
-    return Job(key, item.id, seen, len(ids), request)
+        return Job(key, item.id, seen, len(ids), request)
+
+    outcome = for_record(item, job)
+    return Done(key, outcome) if isinstance(outcome, dict) else outcome
 
 
 class Sink:
@@ -191,14 +191,25 @@ def result_of(
     """One record's result line: {"id", ...what generate/score --json print} or {"id", "error"}."""
     if isinstance(item, BadRecord):
         return item.result()
-    try:
+
+    def line() -> dict:
         if score:
             ids = session.tokenizer.encode(item.text, allow_special=allow_special)
             return {"id": item.id, **score_record(session.score(ids) if stride is None else session.score_strided(ids, stride))}
         request = request_for(item, defaults, seed).check()
         return generated(session, item, request, session.prompt_ids(item.text, allow_special))
+
+    return for_record(item, line)
+
+
+def for_record(item: Record, compute: Callable[[], T]) -> T | dict:
+    """compute() for one record, or the record's error line (a dict) when it fails for a reason of its
+    own: a bad setting, a text that does not encode, a prompt that cannot fit. A model that cannot be
+    read (CheckpointError) stops the run instead: no later record could succeed either."""
+    try:
+        return compute()
     except CheckpointError:
-        raise  # the model is broken: no later record can succeed either
+        raise
     except GPT2CLIError as e:
         return error_line(item, e)
 
