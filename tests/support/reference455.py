@@ -19,21 +19,26 @@ warnings.filterwarnings("ignore")
 import torch, transformers
 transformers.logging.set_verbosity_error()
 torch.set_num_threads(1)
-request = json.load(sys.stdin)
-model = transformers.GPT2LMHeadModel.from_pretrained(request["folder"], torch_dtype=torch.float32).eval()
-results = []
-for prompt in request["prompts"]:
-    with torch.no_grad():
-        out = model.generate(
-            torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            return_dict_in_generate=True, output_scores=True, **request["kwargs"],
-        )
-    scores = getattr(out, "sequences_scores", None)
-    results.append({
-        "sequences": out.sequences[:, len(prompt):].tolist(),
-        "scores": None if scores is None else scores.tolist(),
-    })
-json.dump({"version": transformers.__version__, "results": results}, sys.stdout)
+models = {}
+answers = []
+for request in json.load(sys.stdin):
+    folder = request["folder"]
+    if folder not in models:
+        models[folder] = transformers.GPT2LMHeadModel.from_pretrained(folder, torch_dtype=torch.float32).eval()
+    results = []
+    for prompt in request["prompts"]:
+        with torch.no_grad():
+            out = models[folder].generate(
+                torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                return_dict_in_generate=True, output_scores=True, **request["kwargs"],
+            )
+        scores = getattr(out, "sequences_scores", None)
+        results.append({
+            "sequences": out.sequences[:, len(prompt):].tolist(),
+            "scores": None if scores is None else scores.tolist(),
+        })
+    answers.append(results)
+json.dump({"version": transformers.__version__, "answers": answers}, sys.stdout)
 """
 
 
@@ -48,15 +53,19 @@ def python_455() -> str:
     return python
 
 
-def generate_455(folder: Path, prompts: list[list[int]], **kwargs) -> list[dict]:
-    """transformers 4.55.4's generate(**kwargs) on each prompt: {"sequences": new tokens per returned
-    sequence (padding included), "scores": sequences_scores or None}."""
-    request = json.dumps({"folder": str(folder), "prompts": prompts, "kwargs": kwargs})
+def generate_455_many(requests: list[tuple[Path, list[list[int]], dict]]) -> list[list[dict]]:
+    """transformers 4.55.4's generate(**kwargs) on each prompt of each (folder, prompts, kwargs): per
+    request, per prompt {"sequences": new tokens per returned sequence (padding included), "scores":
+    sequences_scores or None}. All in one process of the 4.55.4 environment
+    (each folder's model loaded once): starting that process and importing torch is most of a
+    small request's time."""
+    payload = json.dumps([{"folder": str(folder), "prompts": prompts, "kwargs": kwargs} for folder, prompts, kwargs in requests])
     done = subprocess.run(
-        [python_455(), "-c", _SCRIPT], input=request, capture_output=True, text=True, timeout=600,
+        [python_455(), "-c", _SCRIPT], input=payload, capture_output=True, text=True, timeout=900,
         env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     answer = json.loads(done.stdout)
     assert answer["version"] == "4.55.4", answer["version"]
-    return answer["results"]
+    assert len(answer["answers"]) == len(requests)
+    return answer["answers"]
