@@ -37,8 +37,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-import bench  # noqa: E402
-from bench import RESULTS, SETTLE_SECONDS, SIZES, _print_rows, machine_info, model_folder, worker_env  # noqa: E402
+import harness  # noqa: E402
+from harness import RESULTS, SETTLE_SECONDS, SIZES, machine_info, model_folder, print_rows, worker_env  # noqa: E402
 
 CASES = ("loop", "transformers", "step16", "memory", "ray")
 # The issues' targets: batch / loop, ours / transformers, 16-row step / batch-1 step, Ray's overhead (%).
@@ -309,12 +309,12 @@ class Theirs:
 
 
 def worker_main(side: str, folder: Path, threads: int) -> None:
-    """bench.py's worker loop, serving this script's two sides."""
-    bench.worker_main(side, folder, threads, sides=(Ours, Theirs))
+    """The benchmarks' worker loop (harness.worker_main), serving this script's two sides."""
+    harness.worker_main(side, folder, threads, (Ours, Theirs))
 
 
-class Worker(bench.Worker):
-    """bench.py's worker process, running this script's worker side."""
+class Worker(harness.Worker):
+    """The benchmarks' worker process (harness.Worker), running this script's worker side."""
 
     def __init__(self, side: str, folder: Path, threads: int):
         super().__init__(side, folder, threads, script=Path(__file__).resolve())
@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     out.with_suffix(".md").write_text(markdown(results), encoding="utf-8")
-    _print_rows([HEAD] + fmt_table(results), left=(0, 2, 4, 5))
+    print_rows([HEAD] + fmt_table(results), left=(0, 2, 4, 5))
     if best := best_line(results):
         print(f"\n{best}")
     print(f"\nwrote {out} and {out.with_suffix('.md')}", file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench import SETTLE_SECONDS, SIZES, model_folder, prompt_ids, worker_env  # noqa: E402
+from harness import SETTLE_SECONDS, SIZES, model_folder, prompt_ids, worker_env  # noqa: E402
 
 
 def serve(side: str, folder: Path, threads: int) -> None:

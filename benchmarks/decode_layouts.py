@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)  # before numpy loads OpenBLAS
     sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
-    from bench import model_folder
+    from harness import model_folder
     from gpt2cli.session import load_model
 
     model = load_model(model_folder(args.size))

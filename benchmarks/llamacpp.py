@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     sys.path.insert(0, str(HERE))
-    from bench import SIZES, model_folder
+    from harness import SIZES, model_folder
 
     p = argparse.ArgumentParser(description="Build llama.cpp's benchmark tools and convert the benchmark's model (cached).")
     p.add_argument("--size", choices=list(SIZES), default="small")

@@ -26,10 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench
+import harness
 import llamacpp
 
 CASES = ("decode", "prefill", "batched", "bandwidth")
+OUR_WORKER = harness.HERE / "bench.py"  # our side: bench.py's worker process (its Ours), run, not imported
 TARGETS = {"decode": 0.85, "prefill": 1.3, "batched": 1.2}  # issue 16: ours / llama.cpp, higher is better
 N_CONTEXT, N_NEW, N_PREFILL = 16, 128, 512
 BATCH_PROMPT, BATCH_NEW, BATCH_RECORDS, BATCH_SIZES = 32, 64, 32, (1, 4, 16, 32)
@@ -111,7 +112,7 @@ def gpt2cli_command() -> list[str]:
 
 def has_batch_size(threads: int) -> bool:
     """Whether this gpt2cli's batch command takes --batch-size (records decoded together)."""
-    proc = subprocess.run([*gpt2cli_command(), "batch", "--help"], capture_output=True, text=True, env=bench.worker_env(threads))
+    proc = subprocess.run([*gpt2cli_command(), "batch", "--help"], capture_output=True, text=True, env=harness.worker_env(threads))
     return "--batch-size" in proc.stdout
 
 
@@ -121,7 +122,7 @@ def time_batch(folder: Path, path: Path, batch_size: int | None, threads: int, e
     if batch_size is not None:
         cmd += ["--batch-size", str(batch_size)]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=bench.worker_env(threads), cwd=tempfile.gettempdir())
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=harness.worker_env(threads), cwd=tempfile.gettempdir())
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"gpt2cli batch failed ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -171,7 +172,7 @@ print(json.dumps({"token_seconds": tok, "gemv_bytes": W.nbytes, "conv1d_seconds"
 
 
 def numpy_gemv(folder: Path, threads: int) -> dict:
-    proc = subprocess.run([sys.executable, "-c", GEMV_SCRIPT, str(folder), str(GEMV_BYTES)], capture_output=True, text=True, env=bench.worker_env(threads))
+    proc = subprocess.run([sys.executable, "-c", GEMV_SCRIPT, str(folder), str(GEMV_BYTES)], capture_output=True, text=True, env=harness.worker_env(threads))
     if proc.returncode != 0:
         raise RuntimeError(f"the numpy gemv probe failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -198,13 +199,13 @@ def _alternate(reps: int, settle: float, ours, theirs) -> tuple[list, list]:
 
 
 def run(args) -> dict:
-    size, threads, reps, settle = args.size, args.threads, args.reps, bench.SETTLE_SECONDS
+    size, threads, reps, settle = args.size, args.threads, args.reps, harness.SETTLE_SECONDS
     want = set(args.cases.split(",")) if args.cases else set(CASES)
     unknown = want - set(CASES)
     if unknown:
         raise SystemExit(f"bench.py: error: --cases with --peer llamacpp takes {','.join(CASES)}, not {','.join(sorted(unknown))}")
-    folder = bench.model_folder(size)
-    results: dict = {"size": size, "peer": "llama.cpp", "machine": bench.machine_info(threads), "reps": reps,
+    folder = harness.model_folder(size)
+    results: dict = {"size": size, "peer": "llama.cpp", "machine": harness.machine_info(threads), "reps": reps,
                      "model": folder.name, "cases": {}}  # fmt: skip
     try:
         tools = llamacpp.ensure_tools()
@@ -221,7 +222,7 @@ def run(args) -> dict:
         return llamacpp.llama_bench(bench_tool, gguf, threads=threads, n_prompt=0, n_gen=N_NEW, depth=N_CONTEXT)
 
     log("llama.cpp peer: starting our worker, warming both sides up ...")
-    worker = bench.Worker("ours", folder, threads)
+    worker = harness.Worker("ours", folder, threads, script=OUR_WORKER)
     try:
         worker.ask("decode", n_prompt=N_CONTEXT, n_new=2)
         warm = llamacpp.llama_bench(bench_tool, gguf, threads=threads, n_prompt=0, n_gen=8)
@@ -265,7 +266,7 @@ def bandwidth(decode: dict, probe: dict, ours_bytes: int, theirs_bytes: int) -> 
 
 
 def batched(args, folder: Path, tool: Path, gguf: Path, log) -> dict:
-    threads, reps, settle = args.threads, args.reps, bench.SETTLE_SECONDS
+    threads, reps, settle = args.threads, args.reps, harness.SETTLE_SECONDS
     exact = has_batch_size(threads)
     mode = "--batch-size B" if exact else "sequential (no --batch-size yet)"
     log(f"batched: {BATCH_RECORDS} records of {BATCH_PROMPT} prompt tokens, {BATCH_NEW} new each; ours {mode} ...")
@@ -370,12 +371,12 @@ def print_table(results: dict) -> None:
     if "skipped" in results:
         print(f"llama.cpp peer skipped: {results['skipped']}")
         return
-    bench._print_rows([HEAD] + table_rows(results), left=(0, 4, 5))
+    harness.print_rows([HEAD] + table_rows(results), left=(0, 4, 5))
 
 
 def main(args) -> int:
     results = run(args)
-    out = args.out or bench.RESULTS / f"{results['size']}-llamacpp-latest.json"
+    out = args.out or harness.RESULTS / f"{results['size']}-llamacpp-latest.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     out.with_suffix(".md").write_text(markdown(results), encoding="utf-8")

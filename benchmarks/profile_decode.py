@@ -117,7 +117,7 @@ def main(folder: Path, reps: int = 50) -> int:
     prompt = rng.integers(0, vocab, (1, 512))
 
     def prefill():
-        time.sleep(0.3)  # OpenBLAS's threads stop spinning after the last product (see bench.SETTLE_SECONDS)
+        time.sleep(0.3)  # OpenBLAS's threads stop spinning after the last product (see harness.SETTLE_SECONDS)
         t0 = time.perf_counter()
         model.forward(prompt, model.new_cache(1))
         return time.perf_counter() - t0

@@ -134,7 +134,7 @@ def test_no_cmake_is_a_one_line_reason_and_the_peer_is_skipped(tmp_path, monkeyp
         llamacpp.ensure_tools()
     assert "cmake is not installed" in str(e.value) and "\n" not in str(e.value)
 
-    monkeypatch.setattr(peer.bench, "model_folder", lambda size: tmp_path)
+    monkeypatch.setattr(peer.harness, "model_folder", lambda size: tmp_path)
     args = argparse.Namespace(size="small", threads=2, reps=1, cases=None, out=tmp_path / "r.json")
     assert peer.main(args) == 0
     results = json.loads((tmp_path / "r.json").read_text())
