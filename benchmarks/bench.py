@@ -229,13 +229,6 @@ class Theirs:
         t1 = time.perf_counter()
         return {"seconds": t1 - t0, "tokens": out[0, n_prompt:].tolist()}
 
-    def _lm_head(self):
-        """The LM head's weight as the engine multiplies by it ([n_embd, V], made at its first logits)."""
-        import numpy as np
-
-        self.model.logits(np.zeros((1, self.model.config.n_embd), np.float32))
-        return self.model._lm_head
-
     def floor(self, passes: int, prompt: int) -> dict:
         """The same products with torch (for reference: its BLAS against ours)."""
         torch = self.torch
