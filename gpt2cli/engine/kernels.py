@@ -30,9 +30,10 @@ _FEW_ROWS = 8
 # there: its columns cannot be blocked for the cache (each is a strided read), and a GEMM over it
 # measured faster than gemvs from 3 rows on (GPT-2 small: 3 rows 22.7 vs 23.1 ms, 4 rows 20.5 vs 30.6).
 _LM_HEAD_GEMV_ROWS = 2
-# lm_head_layout copies wte's rows to columns this many at a time: numpy's own copy of the whole
-# transposed view (np.ascontiguousarray(wte.T)) took 0.74 s for GPT-2 small's wte, blocks 0.09-0.14 s.
-_TRANSPOSE_ROWS = 1024
+# lm_head_layout copies wte's rows to columns this many at a time, in parts on the engine's threads:
+# numpy's own copy of the whole transposed view (np.ascontiguousarray(wte.T)) took 0.74 s for GPT-2
+# small's wte; blocks of 1024 rows 0.10 s, of 128 rows 0.10 s on one thread and 0.05 s on two.
+_TRANSPOSE_ROWS = 128
 # ~2 MiB: small enough for L2, big enough that OpenBLAS still runs each gemv on all its threads.
 _BLOCK_FLOATS = 512 * 1024
 
@@ -142,11 +143,17 @@ def lm_head_layout(wte: np.ndarray) -> np.ndarray:
     """The LM head's weight: wte [vocab, n_embd] transposed into a new C-contiguous [n_embd, vocab].
 
     Logits as x @ W[n_embd, vocab] measured 6-11 % faster per decoding token than x @ wte.T (GPT-2
-    small, batch 1; ~35 % at 16 rows: 21 vs 33.5 ms), for one copy of wte (+154 MB, 0.1-0.25 s).
+    small, batch 1; ~35 % at 16 rows: 21 vs 33.5 ms), for one copy of wte (+154 MB, made in ~0.05-0.3 s:
+    the copy itself and the new memory's first page faults, which vary most on a VM).
     """
     out = np.empty(wte.shape[::-1], F32)  # [n_embd, vocab]
-    for start in range(0, wte.shape[0], _TRANSPOSE_ROWS):
-        out[:, start : start + _TRANSPOSE_ROWS] = wte[start : start + _TRANSPOSE_ROWS].T
+
+    def part(start: int, stop: int) -> None:  # vocabulary rows start..stop-1 into columns
+        for i in range(start, stop, _TRANSPOSE_ROWS):
+            j = min(stop, i + _TRANSPOSE_ROWS)
+            out[:, i:j] = wte[i:j].T
+
+    threads.split(part, wte.shape[0])
     return out
 
 
