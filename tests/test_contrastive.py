@@ -14,7 +14,7 @@ from gpt2cli.errors import ContextOverflowError, InvalidValue
 from gpt2cli.session import load_model
 from tests.support import models as modelfactory
 from tests.support.cli import assert_one_error_line, run
-from tests.support.reference455 import generate_455_many
+from tests.support.reference455 import generate_455_many, until_eos
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +38,6 @@ def ours(folder, prompt, **kwargs) -> list[int]:
     return [int(s.tokens[0]) for s in contrastive_search(model, prompt, eos_token_id=eos, **kwargs)]
 
 
-def reference_tokens(row: list[int], eos: int) -> list[int]:
-    return row[: row.index(eos) + 1] if eos in row else row
-
-
 CASES = [
     ("plain", 0.6, 4, 1.0), ("plain", 0.3, 6, 1.0), ("plain", 0.9, 2, 1.0), ("plain", 0.6, 4, 1.2),
     ("eos-biased", 0.6, 4, 1.0), ("wide", 0.6, 5, 1.0), ("wide", 0.0, 4, 1.0),
@@ -63,13 +59,12 @@ def references(folders):
 
 @pytest.mark.parametrize("name,alpha,k,penalty", CASES)
 def test_tokens_equal_transformers_4_55(folders, references, name, alpha, k, penalty):
-    folder, batch, _ = case_request(folders, name, alpha, k, penalty)
-    eos = load_model(folder).config.eos_token_id
+    folder, batch, kwargs = case_request(folders, name, alpha, k, penalty)
     expected = references[(name, alpha, k, penalty)]
     assert len(expected) == len(batch)
     for prompt, ref in zip(batch, expected):
         got = ours(folder, prompt, penalty_alpha=alpha, top_k=k, max_new_tokens=24, penalties=Penalties(penalty))
-        assert got == reference_tokens(ref["sequences"][0], eos)
+        assert got == until_eos(ref["sequences"][0], kwargs["eos_token_id"])
 
 
 def test_the_candidates_run_as_one_batched_pass_per_step(folders):

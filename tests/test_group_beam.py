@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import subprocess
 
 import numpy as np
 import pytest
@@ -17,30 +15,9 @@ from gpt2cli.errors import InvalidValue
 from gpt2cli.session import Session, load_model
 from tests.support import cli
 from tests.support import models as modelfactory
-from tests.support.reference455 import python_455
+from tests.support.reference455 import generate_455_many, python_455, until_eos
 
 MAX_NEW = 10
-
-# One 4.55.4 process answers the whole grid: starting torch costs more than all the searches.
-_SCRIPT = r"""
-import json, sys, warnings
-warnings.filterwarnings("ignore")
-import torch, transformers
-transformers.logging.set_verbosity_error()
-torch.set_num_threads(1)
-models, results = {}, []
-for case in json.load(sys.stdin):
-    if case["folder"] not in models:
-        models[case["folder"]] = transformers.GPT2LMHeadModel.from_pretrained(case["folder"], torch_dtype=torch.float32).eval()
-    prompt = case["prompt"]
-    with torch.no_grad():
-        out = models[case["folder"]].generate(
-            torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            return_dict_in_generate=True, output_scores=True, **case["kwargs"],
-        )
-    results.append({"sequences": out.sequences[:, len(prompt):].tolist(), "scores": out.sequences_scores.tolist()})
-json.dump({"version": transformers.__version__, "results": results}, sys.stdout)
-"""
 
 BEAMS_GROUPS = [(4, 2), (6, 3), (6, 2), (8, 4)]
 DIVERSITY = [0.5, 2.0]
@@ -79,22 +56,14 @@ def prompt_for(model, seed: int, length: int = 5) -> list[int]:
     return np.random.default_rng(seed).integers(0, model.config.eos_token_id, length).tolist()
 
 
-def reference_455(cases: list[dict]) -> list[tuple[list[list[int]], list[float]]]:
-    """transformers 4.55.4's hypotheses per case: (generated tokens up to and with the first eos, sequences_scores)."""
-    done = subprocess.run(
-        [python_455(), "-c", _SCRIPT], input=json.dumps(cases), capture_output=True, text=True, timeout=900,
-        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")},
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    answer = json.loads(done.stdout)
-    assert answer["version"] == "4.55.4", answer["version"]
-    out = []
-    for case, result in zip(cases, answer["results"]):
-        eos = case["kwargs"]["eos_token_id"]
-        # Finished hypotheses are padded with pad_token_id (= eos here): keep up to the first eos.
-        tokens = [row[: row.index(eos) + 1] if eos in row else row for row in result["sequences"]]
-        out.append((tokens, result["scores"]))
-    return out
+def reference_455(requests: list[tuple]) -> list[tuple[list[list[int]], list[float]]]:
+    """transformers 4.55.4's hypotheses per (folder, [prompt], kwargs), all from one run of its
+    environment: (generated tokens up to and with the first eos, sequences_scores)."""
+    answers = generate_455_many(requests)
+    return [
+        ([until_eos(row, kwargs["eos_token_id"]) for row in answer[0]["sequences"]], answer[0]["scores"])
+        for (_, _, kwargs), answer in zip(requests, answers)
+    ]
 
 
 def test_group_beam_search_matches_transformers_455_token_for_token(folders):
@@ -112,11 +81,11 @@ def test_group_beam_search_matches_transformers_455_token_for_token(folders):
             pad_token_id=eos, eos_token_id=eos,
         )  # fmt: skip
         prompt = prompt_for(models[case["model"]], case["prompt_seed"])
-        requests.append(dict(folder=str(folders[case["model"]]), prompt=prompt, kwargs=kwargs))
+        requests.append((folders[case["model"]], [prompt], kwargs))
     references = reference_455(requests)
     finished_early = 0
     for case, request, (ref_tokens, ref_scores) in zip(cases, requests, references):
-        hyps = group_beam_search(models[case["model"]], request["prompt"], max_new_tokens=MAX_NEW, **case["options"])
+        hyps = group_beam_search(models[case["model"]], request[1][0], max_new_tokens=MAX_NEW, **case["options"])
         assert [h.tokens for h in hyps] == ref_tokens, case
         np.testing.assert_allclose([h.score for h in hyps], ref_scores, atol=1e-4, rtol=0, err_msg=str(case))
         finished_early += any(h.finish_reason == "eos" for h in hyps)

@@ -18,7 +18,7 @@ from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, reque
 from gpt2cli.batch.scoring import score_many
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
 from gpt2cli.request import Request
-from gpt2cli.decoding.scores import score_record
+from gpt2cli.decoding.scores import Scored, score_record
 from gpt2cli.session import Session, completion_record
 
 # --score records read per record the batch size allows: enough texts of each length to fill long
@@ -125,7 +125,7 @@ def scored_chunk(session: Session, chunk: list[tuple[int, Record | BadRecord]], 
         keys.append((index, item))
     for j, scored in score_many(session, texts):
         index, item = keys[j]
-        yield index, error_line(item, scored) if isinstance(scored, GPT2CLIError) else {"id": item.id, **score_record(scored)}
+        yield index, error_line(item, scored) if isinstance(scored, GPT2CLIError) else scored_line(item, scored)
 
 
 def job_for(session: Session, item: Record | BadRecord, defaults: Request, seed: int, allow_special: bool, key: int) -> Job | Done:
@@ -195,7 +195,7 @@ def result_of(
     def line() -> dict:
         if score:
             ids = session.tokenizer.encode(item.text, allow_special=allow_special)
-            return {"id": item.id, **score_record(session.score(ids) if stride is None else session.score_strided(ids, stride))}
+            return scored_line(item, session.score(ids) if stride is None else session.score_strided(ids, stride))
         request = request_for(item, defaults, seed).check()
         return generated(session, item, request, session.prompt_ids(item.text, allow_special))
 
@@ -220,6 +220,11 @@ def generated(session: Session, item: Record, request: Request, ids: list[int]) 
     for _ in run:
         pass
     return {"id": item.id, **completion_record(run.rows[0], len(ids))}
+
+
+def scored_line(item: Record, scored: Scored) -> dict:
+    """A --score record's result line: its id and what `score --json` prints."""
+    return {"id": item.id, **score_record(scored)}
 
 
 def error_line(item: Record, e: GPT2CLIError) -> dict:

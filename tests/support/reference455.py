@@ -69,3 +69,9 @@ def generate_455_many(requests: list[tuple[Path, list[list[int]], dict]]) -> lis
     assert answer["version"] == "4.55.4", answer["version"]
     assert len(answer["answers"]) == len(requests)
     return answer["answers"]
+
+
+def until_eos(row: list[int], eos: int) -> list[int]:
+    """A returned sequence up to and with its first eos: finished hypotheses are padded with
+    pad_token_id, which is eos in these tests."""
+    return row[: row.index(eos) + 1] if eos in row else row
