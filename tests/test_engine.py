@@ -108,6 +108,23 @@ def test_activations_stay_float32(tiny_model):
     assert gelu_new(np.ones(4, dtype=np.float32)).dtype == np.float32
 
 
+def test_gelu_is_gpt2s_tanh_gelu_with_no_overflow_at_any_value():
+    # The kernel computes 0.5 x (1 + tanh(z)) as x / (1 + exp(-2z)): the same function, to float32 rounding,
+    # and a very negative x must give -0.0 (or a float32 that rounds to it), never inf, NaN or a warning.
+    x = np.concatenate([np.linspace(-30, 30, 60001), np.random.default_rng(0).standard_normal(5000) * 4]).astype(np.float32)
+    x64 = x.astype(np.float64)
+    want = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
+    with np.errstate(over="raise", invalid="raise", divide="raise"):
+        got = gelu_new(x.copy())
+        extremes = gelu_new(np.array([-3e4, -1e3, -50.0, -10.0, 0.0, 10.0, 1e3, 3e4], dtype=np.float32))
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
+    np.testing.assert_allclose(extremes, [0, 0, 0, 0, 0, 10, 1e3, 3e4], atol=1e-30, rtol=1e-7)
+    bias = np.linspace(-1, 1, 7).astype(np.float32)
+    rows = np.random.default_rng(1).standard_normal((5, 7)).astype(np.float32)
+    np.testing.assert_allclose(gelu_new(rows.copy(), bias), gelu_new(rows + bias), rtol=0, atol=0)
+
+
 def test_lm_head_layout_is_wte_transposed_exactly(monkeypatch):
     from gpt2cli.engine import kernels
 

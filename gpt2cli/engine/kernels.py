@@ -12,10 +12,13 @@ import numpy as np
 from gpt2cli.engine import threads
 
 F32 = np.float32
-# gelu_new's constants, folded (sqrt(2/pi) and sqrt(2/pi) * 0.044715), as float32 so that no
+# gelu_new's constants, folded (-2 sqrt(2/pi) and -2 sqrt(2/pi) * 0.044715), as float32 so that no
 # float64 scalar upcasts an activation (NEP 50).
-_GELU_C = F32(0.7978845608028654)
-_GELU_AC = F32(0.7978845608028654 * 0.044715)
+_GELU_C = F32(-2 * 0.7978845608028654)
+_GELU_AC = F32(-2 * 0.7978845608028654 * 0.044715)
+# exp's argument is held below this, so that a very negative x gives x / (1 + 1.7e38) = -0.0 with no
+# overflow (exp(88) is still a finite float32).
+_GELU_EXP_MAX = F32(88.0)
 
 # Elementwise passes over a long prompt's activations run on row slices of about this many floats,
 # so that a slice and its scratch stay in L2 between passes (GELU on 512 rows: 1.8 ms, not 3.3 ms).
@@ -95,15 +98,17 @@ def gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
         t = scratch[: len(xs)]  # [r, n]
         if bias is not None:  # c_fc's bias, added here while the slice is in cache
             xs += bias
-        # 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))), as x * (0.5 + 0.5 tanh(x (c + ac x^2)))
+        # 0.5 x (1 + tanh(z)) with z = sqrt(2/pi) (x + 0.044715 x^3), computed as x / (1 + exp(-2z)): the
+        # same function (0.5 (1 + tanh(z)) is the logistic sigmoid of 2z), and numpy's float32 exp costs
+        # half of its tanh (2.4 against 4.6 ns a value here: a 16-row step's GELU 1.6 ms less).
         np.multiply(xs, xs, out=t)
         t *= _GELU_AC
         t += _GELU_C
-        t *= xs
-        np.tanh(t, out=t)
-        t *= F32(0.5)
-        t += F32(0.5)
-        xs *= t
+        t *= xs  # -2z
+        np.minimum(t, _GELU_EXP_MAX, out=t)
+        np.exp(t, out=t)
+        t += F32(1.0)
+        xs /= t
 
 
 def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
