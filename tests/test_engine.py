@@ -135,7 +135,7 @@ def test_lm_head_layout_is_wte_transposed_exactly(monkeypatch):
     np.testing.assert_array_equal(w, wte.T)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 9])
+@pytest.mark.parametrize("rows", [1, 2, 3, 9, 14])
 def test_lm_head_gives_x_times_wte_transposed_at_every_row_count(rows):
     from gpt2cli.engine import kernels
 
@@ -145,6 +145,31 @@ def test_lm_head_gives_x_times_wte_transposed_at_every_row_count(rows):
     out = kernels.lm_head(x, kernels.lm_head_layout(wte))
     assert out.dtype == np.float32 and out.shape == (rows, 300)
     np.testing.assert_allclose(out, x.astype(np.float64) @ wte.T.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_gemm_rows_pad_to_a_multiple_of_8_only_where_that_measured_faster():
+    from gpt2cli.engine.kernels import gemm_rows
+
+    assert [gemm_rows(n) for n in (1, 2, 3, 7, 8, 9, 10, 15, 16, 17, 18, 30, 32, 33, 127, 128, 130)] == [
+        1, 8, 8, 8, 8, 9, 16, 16, 16, 17, 24, 32, 32, 33, 128, 128, 130]  # fmt: skip
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 14, 31])
+def test_every_product_route_gives_x_times_w_as_its_own_c_contiguous_rows(rows):
+    # 1 row: a gemv; 2: a gemv per row over row blocks of the weight; 3 on: a GEMM over rows padded with
+    # zeros (gemm_rows): the caller gets exactly its rows, contiguous, and the padding changes nothing.
+    from gpt2cli.engine import kernels
+
+    rng = np.random.default_rng(rows)
+    w = rng.standard_normal((40, 24)).astype(np.float32)
+    x = rng.standard_normal((rows, 40)).astype(np.float32)
+    kept = x.copy()
+    out = kernels.matmul(x, w)
+    assert out.dtype == np.float32 and out.shape == (rows, 24) and out.flags.c_contiguous
+    np.testing.assert_allclose(out, x.astype(np.float64) @ w.astype(np.float64), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, kept)  # the input is read, never padded in place
+    out += 1.0  # the result is the caller's to change in place (the bias add), padding or not
+    np.testing.assert_allclose(out, x.astype(np.float64) @ w.astype(np.float64) + 1, rtol=1e-5, atol=1e-5)
 
 
 def test_the_lm_head_copy_is_made_once_and_only_when_logits_are_asked_for(tiny_model):

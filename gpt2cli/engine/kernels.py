@@ -24,14 +24,24 @@ _GELU_EXP_MAX = F32(88.0)
 # so that a slice and its scratch stay in L2 between passes (GELU on 512 rows: 1.8 ms, not 3.3 ms).
 _SLICE_FLOATS = 96 * 1024
 # OpenBLAS's sgemm packs the whole weight matrix on every call, so a product with a handful of rows
-# (beams, -N samples) costs about three single-row products. Up to this many rows, each row gets its
-# own gemv over ~2 MiB row blocks of the weight instead, so rows 2.. find the block in L2 cache
-# (GPT-2 small, 4 rows: a forward step takes 41 ms instead of 59). The crossover was measured: gemm
-# wins from 9 rows on for the blocks' weights.
-_FEW_ROWS = 8
+# costs several single-row products. Two rows get a gemv each over ~2 MiB row blocks of the weight
+# instead, so the second row finds the block in L2 cache (GPT-2 small's block products: 36 ms against
+# 43 for a GEMM); from 3 rows a (padded, below) GEMM is faster (AMD EPYC, same run: 3 rows 42 vs 45 ms,
+# 4 rows 42 vs 50, 8 rows 42 vs 88).
+_FEW_ROWS = 2
+# With OpenBLAS's two threads, a GEMM whose row count is a multiple of 8 runs fastest for its size:
+# GPT-2 small's block products measured 42 ms at 8 rows against 61 at 6, 55 at 16 against 76 at 14,
+# 98 at 48 against 129 at 46 (median of 6 runs, every count from 1 to 72; 8k+1 rows cost about what
+# 8k do). So a GEMM of fewer than _PAD_BELOW rows runs with zero rows added up to the next multiple of
+# _GEMM_ROWS, unless it is one past a multiple (whole decoding steps: 6 rows 71 instead of 103 ms,
+# 8 rows 77 instead of 114 (the old few-row route), 30 rows 198 instead of 218). A row's result does
+# not depend on the rows beside it except in rounding, as for any product of several rows.
+_GEMM_ROWS = 8
+_PAD_BELOW = 128
 # The LM head ([n_embd, vocab], lm_head_layout) is one gemv per row up to this many rows, a GEMM from
 # there: its columns cannot be blocked for the cache (each is a strided read), and a GEMM over it
-# measured faster than gemvs from 3 rows on (GPT-2 small: 3 rows 22.7 vs 23.1 ms, 4 rows 20.5 vs 30.6).
+# measured faster than gemvs from 3 rows on (GPT-2 small: 3 rows 22.7 vs 23.1 ms, 4 rows 20.5 vs 30.6;
+# padded as gemm_rows() says, 3 to 7 rows now cost what 8 do: 15 ms against 17-24).
 _LM_HEAD_GEMV_ROWS = 2
 # lm_head_layout copies wte's rows to columns this many at a time, in parts on the engine's threads:
 # numpy's own copy of the whole transposed view (np.ascontiguousarray(wte.T)) took 0.74 s for GPT-2
@@ -117,14 +127,36 @@ def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     weight [n_in, n_out] (Conv1D's layout): [N, n_in] -> [N, n_out] (a new array).
     """
     n = x.shape[0]
-    out = np.empty((n, weight.shape[1]), F32)
     if n == 1:
+        out = np.empty((n, weight.shape[1]), F32)
         np.dot(x[0], weight, out=out[0])
     elif n <= _FEW_ROWS:
+        out = np.empty((n, weight.shape[1]), F32)
         _few_rows_matmul(x, weight, out)
     else:
-        np.dot(x, weight, out=out)
+        out = gemm(x, weight)
     return out
+
+
+def gemm_rows(n: int) -> int:
+    """The rows a GEMM of n rows runs with: n, or n padded with zero rows up to a multiple of _GEMM_ROWS."""
+    if n < _PAD_BELOW and n % _GEMM_ROWS > 1:
+        return n + _GEMM_ROWS - n % _GEMM_ROWS
+    return n
+
+
+def gemm(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """x @ weight as one GEMM, its rows padded as gemm_rows() says: [N, n_in] -> [N, n_out] (a view of the
+    first N rows of a new C-contiguous array, itself C-contiguous)."""
+    n = x.shape[0]
+    rows = gemm_rows(n)
+    out = np.empty((rows, weight.shape[1]), F32)
+    if rows != n:
+        padded = np.zeros((rows, x.shape[1]), F32)
+        padded[:n] = x
+        x = padded
+    np.dot(x, weight, out=out)
+    return out[:n]
 
 
 def _few_rows_matmul(x: np.ndarray, weight: np.ndarray, out: np.ndarray) -> None:
@@ -164,12 +196,11 @@ def lm_head_layout(wte: np.ndarray) -> np.ndarray:
 
 def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """Logits x @ weight (lm_head_layout's [n_embd, vocab]): [N, n_embd] -> [N, vocab] (a new array)."""
+    if x.shape[0] > _LM_HEAD_GEMV_ROWS:
+        return gemm(x, weight)
     out = np.empty((x.shape[0], weight.shape[1]), F32)
-    if x.shape[0] <= _LM_HEAD_GEMV_ROWS:
-        for i in range(x.shape[0]):
-            np.dot(x[i], weight, out=out[i])
-    else:
-        np.dot(x, weight, out=out)
+    for i in range(x.shape[0]):
+        np.dot(x[i], weight, out=out[i])
     return out
 
 
