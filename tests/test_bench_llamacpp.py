@@ -85,6 +85,15 @@ def test_batched_bench_flags_and_a_missing_sequence_count_is_an_error(tmp_path):
         llamacpp.batched_bench(tool, Path("m.gguf"), threads=2, n_prompt=32, n_gen=64, parallel=[1, 64])
 
 
+def test_every_batched_size_fits_llamacpps_context_and_gets_as_many_of_our_records():
+    assert 64 in peer.BATCH_SIZES
+    for b in peer.BATCH_SIZES:
+        assert peer.batch_context(b) >= b * (peer.BATCH_PROMPT + peer.BATCH_NEW)  # else the tool skips the count
+        assert peer.batch_records(b) == max(peer.BATCH_RECORDS, b)  # B rows really decode together
+    assert peer.batch_context(1) == 4096 and peer.batch_context(64) == 6144
+    assert peer.batch_records(None) == peer.BATCH_RECORDS  # the sequential stand-in: one file for every B
+
+
 def test_ratios_are_the_median_of_per_run_ratios():
     s = peer.ratio_summary([10.0, 30.0, 20.0], [10.0, 10.0, 40.0])
     assert s["ratio"] == 1.0 and (s["ratio_min"], s["ratio_max"]) == (0.5, 3.0)
