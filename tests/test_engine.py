@@ -172,6 +172,42 @@ def test_every_product_route_gives_x_times_w_as_its_own_c_contiguous_rows(rows):
     np.testing.assert_allclose(out, x.astype(np.float64) @ w.astype(np.float64) + 1, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3, 9])
+def test_the_transposed_product_route_gives_x_times_w_at_every_row_count(rows, monkeypatch):
+    from gpt2cli.engine import kernels
+
+    monkeypatch.setattr(kernels, "_BLOCK_FLOATS", 64)  # several row blocks at 2 rows, a short last one
+    rng = np.random.default_rng(rows)
+    w = rng.standard_normal((50, 20)).astype(np.float32)  # [n_in, n_out], the checkpoint's layout
+    x = rng.standard_normal((rows, 50)).astype(np.float32)
+    w_t = kernels.transposed(w)
+    assert w_t.shape == (20, 50) and w_t.flags.c_contiguous and w_t.dtype == np.float32
+    np.testing.assert_array_equal(w_t, w.T)
+    out = kernels.matmul_t(x, w_t)
+    assert out.shape == (rows, 20) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, x.astype(np.float64) @ w.astype(np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_the_mlp_proj_copy_is_made_only_by_a_pass_that_is_not_split(tiny_model, monkeypatch):
+    from gpt2cli.engine import model as model_module
+
+    model = load_model(tiny_model)
+    monkeypatch.setattr(model_module, "_SPLIT_ROWS", 4)  # a 6-token prompt runs split here
+    if not model.splits(6):
+        pytest.skip("this machine runs no pass split (one core, or OpenBLAS without a thread control)")
+    cache = model.new_cache(1)
+    model.hidden_states(np.array([[1, 2, 3, 4, 5, 6]]), cache)  # a split prefill (score's kind of pass)
+    assert model._mlp_proj_t is None
+    model.forward(np.array([[7]]), cache)  # a decoding step
+    copies = model._mlp_proj_t
+    assert copies is not None and len(copies) == model.config.n_layer
+    for blk, copy in zip(model.weights.blocks, copies):
+        np.testing.assert_array_equal(copy, blk.mlp_c_proj_weight.T)
+        assert not np.shares_memory(copy, blk.mlp_c_proj_weight)
+    model.forward(np.array([[8]]), cache)
+    assert model._mlp_proj_t is copies  # made once
+
+
 def test_the_lm_head_copy_is_made_once_and_only_when_logits_are_asked_for(tiny_model):
     model = load_model(tiny_model)
     cache = model.new_cache(1)
