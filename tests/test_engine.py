@@ -108,9 +108,15 @@ def test_activations_stay_float32(tiny_model):
     assert gelu_new(np.ones(4, dtype=np.float32)).dtype == np.float32
 
 
-def test_gelu_is_gpt2s_tanh_gelu_with_no_overflow_at_any_value():
-    # The kernel computes 0.5 x (1 + tanh(z)) as x / (1 + exp(-2z)): the same function, to float32 rounding,
-    # and a very negative x must give -0.0 (or a float32 that rounds to it), never inf, NaN or a warning.
+@pytest.mark.parametrize("tanh_form", [True, False])
+def test_gelu_is_gpt2s_tanh_gelu_with_no_overflow_at_any_value(tanh_form, monkeypatch):
+    # Either form the kernel picks for the CPU (0.5 x (1 + tanh(z)), or x / (1 + exp(-2z))) is GPT-2's GELU
+    # to float32 rounding, and a very negative x gives -0.0 (or a float32 that rounds to it), never inf,
+    # NaN or a warning.
+    from gpt2cli.engine import kernels
+
+    monkeypatch.setattr(kernels, "_GELU_TANH", tanh_form)
+    monkeypatch.setattr(kernels, "_GELU_Z", kernels._gelu_z(tanh_form))
     x = np.concatenate([np.linspace(-30, 30, 60001), np.random.default_rng(0).standard_normal(5000) * 4]).astype(np.float32)
     x64 = x.astype(np.float64)
     want = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
