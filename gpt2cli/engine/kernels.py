@@ -28,8 +28,10 @@ try:
     _GELU_TANH = bool(_cpu.get("AVX512_SKX"))
 except ImportError:  # numpy's private feature table moved: the exp form, right everywhere
     _GELU_TANH = False
-# z's constants as the form needs them: tanh takes z, exp takes -2z (the -2 folded in, no extra pass)
+
+
 def _gelu_z(tanh_form: bool) -> tuple[np.float32, np.float32]:
+    """z's constants as the form needs them: tanh takes z, exp takes -2z (the -2 folded in, no extra pass)."""
     return (_GELU_C, _GELU_AC) if tanh_form else (F32(-2.0) * _GELU_C, F32(-2.0) * _GELU_AC)
 
 

@@ -310,10 +310,10 @@ class GPT2Model:
 
         A decoding token's product with the checkpoint's tall [3072, 768] layout reads every weight row
         in two strided halves (OpenBLAS's two threads split its 768 outputs); laid out [768, 3072], each
-        thread reads a contiguous half of the weight: a whole GPT-2 small decoding token measured 14 %
-        faster (32.2 against 36.1 ms, paired median of 10), a 16-row step 5 %, for 113 MB (small; 2 GB
-        at xl) and ~0.05-0.1 s at the first decoding step. Long prompts' split passes keep the
-        checkpoint's layout, so a command that only prefills (score) makes no copy.
+        thread reads a contiguous half of the weight: a whole GPT-2 small decoding token measured 13-14 %
+        faster (26.8 against 30.8 ms and 32.2 against 36.1, paired medians of 8 and 10), steps of 2-8
+        rows 2-10 %, for 113 MB (small; 2 GB at xl) and 0.1-0.2 s at a process's first decoding step.
+        Long prompts' split passes keep the checkpoint's layout, so scoring long texts makes no copy.
         """
         if self._mlp_proj_t is None:
             self._mlp_proj_t = [transposed(blk.mlp_c_proj_weight) for blk in self._blocks]
