@@ -267,3 +267,18 @@ def test_repeat_and_reorder_make_rows_follow_their_parents(tiny_model):
         sequence = np.concatenate([prompt, steps[parent : parent + 1], [[9]]], axis=1)  # [1, 6]
         np.testing.assert_allclose(after[row], model.forward(sequence, model.new_cache(1))[0], atol=1e-5)
     assert logits.shape == (3, model.config.vocab_size)
+
+
+@pytest.mark.parametrize("rows, vocab", [(1, 50257), (3, 1000), (17, 5), (2, 1)])
+def test_token_logprobs_are_log_softmax_bit_for_bit(rows, vocab):
+    # generate's and batch's per-token log-probabilities come from token_logprobs; score's, beams'
+    # and everything else's from log_softmax: the same token must get the same bits either way.
+    from gpt2cli.engine.kernels import log_softmax, token_logprobs
+
+    rng = np.random.default_rng(rows * vocab)
+    for scale in (0.1, 3.0, 40.0):
+        logits = (rng.standard_normal((rows, vocab)) * scale).astype(np.float32)
+        tokens = rng.integers(0, vocab, size=rows)
+        got = token_logprobs(logits, tokens)
+        assert got.dtype == np.float32 and got.shape == (rows,)
+        np.testing.assert_array_equal(got, log_softmax(logits)[np.arange(rows), tokens])

@@ -30,7 +30,7 @@ import numpy as np
 from gpt2cli.decoding.generate import check_logits, fit_prompt
 from gpt2cli.decoding.sampling import Sampler
 from gpt2cli.decoding.text import Completion
-from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.engine.kernels import token_logprobs
 from gpt2cli.engine.cache import SlotCache, kv_cache_bytes
 from gpt2cli.errors import InvalidValue, OptionError
 from gpt2cli.request import Request, available_memory
@@ -146,9 +146,8 @@ class _Row:
         self.produced = 0
         self.token = -1  # the token to feed back next step
 
-    def choose(self, logits: np.ndarray, logprobs: np.ndarray | None = None) -> bool:
-        """Takes the next token from this row's logits [1, V] (checked finite; logprobs [V]: their
-        log_softmax, if already computed); True when the record has finished."""
+    def choose(self, logits: np.ndarray) -> bool:
+        """Takes the next token from this row's logits [1, V] (checked finite); True when the record has finished."""
         scores = logits
         if self.penalties.active:
             scores = self.penalties.apply(scores.copy(), self.sequence[:, : self.length])
@@ -157,7 +156,7 @@ class _Row:
         if self.eos is not None and token == self.eos:
             self.completion.finish_reason = "eos"
             return True
-        self.completion.add(token, float(log_softmax(logits)[0, token] if logprobs is None else logprobs[token]))
+        self.completion.add(token, float(token_logprobs(logits, np.array([token]))[0]))
         if self.completion.finish_reason:  # a stop string
             return True
         if self.produced == self.job.request.max_tokens:
@@ -192,10 +191,9 @@ class ContinuousBatch:
                 if not rows:
                     return
                 logits = check_logits(self.model.forward(np.asarray([[row.token] for row in rows]), self.cache))  # [n, V]
-                logprobs = log_softmax(logits)  # [n, V]: row by row, as one row's own
                 finished = []
                 for i, row in enumerate(rows):
-                    if row.choose(logits[i : i + 1], logprobs[i]):
+                    if row.choose(logits[i : i + 1]):
                         yield row.job.key, row.result()
                         finished.append(i)
                 rows[:] = self._compact(rows, finished)

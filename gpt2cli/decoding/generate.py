@@ -14,7 +14,7 @@ import numpy as np
 
 from gpt2cli.decoding.prefix import Prefix
 from gpt2cli.decoding.sampling import Penalties, Sampler
-from gpt2cli.engine.kernels import log_softmax
+from gpt2cli.engine.kernels import token_logprobs
 from gpt2cli.engine.cache import kv_cache_bytes
 from gpt2cli.engine.model import GPT2Model, Progress
 from gpt2cli.errors import CheckpointError, ContextOverflowError, InvalidValue, UsageError
@@ -178,13 +178,12 @@ def _steps(
     sequences[:, : len(prompt)] = prompt
     length = len(prompt)  # of every row in sequences
     eos = np.zeros(num_samples, dtype=bool)
-    rows = np.arange(num_samples)
     for i in range(max_new_tokens):
         scores = check_logits(logits)  # [B, V]
         if penalties.active:
             scores = penalties.apply(scores.copy(), sequences[:, :length])
         tokens = sampler(scores)  # [B]
-        lp = log_softmax(logits)[rows, tokens] if logprobs else None  # [B]
+        lp = token_logprobs(logits, tokens) if logprobs else None  # [B]
         if eos_token_id is not None:
             tokens = np.where(eos, eos_token_id, tokens)
             eos = eos | (tokens == eos_token_id)
