@@ -116,7 +116,6 @@ def test_gelu_is_gpt2s_tanh_gelu_with_no_overflow_at_any_value(tanh_form, monkey
     from gpt2cli.engine import kernels
 
     monkeypatch.setattr(kernels, "_GELU_TANH", tanh_form)
-    monkeypatch.setattr(kernels, "_GELU_Z", kernels._gelu_z(tanh_form))
     x = np.concatenate([np.linspace(-30, 30, 60001), np.random.default_rng(0).standard_normal(5000) * 4]).astype(np.float32)
     x64 = x.astype(np.float64)
     want = 0.5 * x64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (x64 + 0.044715 * x64**3)))
@@ -161,10 +160,13 @@ def test_gemm_rows_pad_to_a_multiple_of_8_only_where_that_measured_faster():
 
 
 @pytest.mark.parametrize("rows", [1, 2, 3, 5, 8, 9, 14, 31])
-def test_every_product_route_gives_x_times_w_as_its_own_c_contiguous_rows(rows):
-    # 1 row: a gemv; 2: a gemv per row over row blocks of the weight; 3 on: a GEMM over rows padded with
-    # zeros (gemm_rows): the caller gets exactly its rows, contiguous, and the padding changes nothing.
+def test_every_product_route_gives_x_times_w_as_its_own_c_contiguous_rows(rows, monkeypatch):
+    # 1 row: a gemv; 2: a gemv per row over row blocks of the weight, partial sums added; 3 on: a GEMM
+    # over rows padded with zeros (gemm_rows): the caller gets exactly its rows, contiguous, and the
+    # padding changes nothing.
     from gpt2cli.engine import kernels
+
+    monkeypatch.setattr(kernels, "_BLOCK_FLOATS", 7 * 24)  # 2 rows: 6 blocks of 7 weight rows, a short last one
 
     rng = np.random.default_rng(rows)
     w = rng.standard_normal((40, 24)).astype(np.float32)

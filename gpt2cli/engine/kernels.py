@@ -1,4 +1,5 @@
-"""The engine's numerical kernels: layer norm, GELU, the product routes, the one softmax.
+"""The engine's numerical kernels: layer norm, GELU, the product routes and the weight layouts they
+read, softmax and the log-probabilities.
 
 Everything is float32; nothing here prints or touches files. Decoding is bound by reading every
 weight once per token, so these add as little as possible to the matrix products; each route and
@@ -30,12 +31,6 @@ except ImportError:  # numpy's private feature table moved: the exp form, right 
     _GELU_TANH = False
 
 
-def _gelu_z(tanh_form: bool) -> tuple[np.float32, np.float32]:
-    """z's constants as the form needs them: tanh takes z, exp takes -2z (the -2 folded in, no extra pass)."""
-    return (_GELU_C, _GELU_AC) if tanh_form else (F32(-2.0) * _GELU_C, F32(-2.0) * _GELU_AC)
-
-
-_GELU_Z = _gelu_z(_GELU_TANH)
 # exp's argument is held below this, so that a very negative x gives x / (1 + 1.7e38) = -0.0 with no
 # overflow (exp(88) is still a finite float32).
 _GELU_EXP_MAX = F32(88.0)
@@ -63,7 +58,8 @@ _PAD_BELOW = 128
 # measured faster than gemvs from 3 rows on (GPT-2 small: 3 rows 22.7 vs 23.1 ms, 4 rows 20.5 vs 30.6;
 # padded as gemm_rows() says, 3 to 7 rows now cost what 8 do: 15 ms against 17-24).
 _LM_HEAD_GEMV_ROWS = 2
-# lm_head_layout copies wte's rows to columns this many at a time, in parts on the engine's threads:
+# transposed() (the LM head's copy of wte, mlp.c_proj's copies) moves rows to columns this many at a
+# time, in parts on the engine's threads:
 # numpy's own copy of the whole transposed view (np.ascontiguousarray(wte.T)) took 0.74 s for GPT-2
 # small's wte; blocks of 1024 rows 0.10 s, of 128 rows 0.10 s on one thread and 0.05 s on two.
 _TRANSPOSE_ROWS = 128
@@ -122,19 +118,20 @@ def gelu_new(x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
 
 def gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
     # [N, n] (any strides), in place
+    tanh_form = _GELU_TANH
+    # z = sqrt(2/pi) (x + 0.044715 x^3) = x (c + ac x^2); the exp form takes -2z, the -2 folded in here
+    c, ac = (_GELU_C, _GELU_AC) if tanh_form else (F32(-2.0) * _GELU_C, F32(-2.0) * _GELU_AC)
     scratch = np.empty((min(len(rows), max(1, _SLICE_FLOATS // rows.shape[1])), rows.shape[1]), F32)
     for part in row_slices(len(rows), rows.shape[1], _SLICE_FLOATS):
         xs = rows[part]  # [r, n]
         t = scratch[: len(xs)]  # [r, n]
         if bias is not None:  # c_fc's bias, added here while the slice is in cache
             xs += bias
-        # z = sqrt(2/pi) (x + 0.044715 x^3) = x (c + ac x^2), or -2z for the exp form
-        c, ac = _GELU_Z
         np.multiply(xs, xs, out=t)
         t *= ac
         t += c
         t *= xs
-        if _GELU_TANH:  # x (0.5 + 0.5 tanh(z))
+        if tanh_form:  # x (0.5 + 0.5 tanh(z))
             np.tanh(t, out=t)
             t *= F32(0.5)
             t += F32(0.5)
@@ -147,7 +144,8 @@ def gelu_rows(rows: np.ndarray, bias: np.ndarray | None) -> None:
 
 
 def matmul(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """x @ weight by the fastest route for x's number of rows: one gemv, a few rows' blocked gemvs, or a GEMM.
+    """x @ weight by the fastest route for x's number of rows: one gemv, two rows' blocked gemvs, or a
+    padded GEMM (gemm).
 
     weight [n_in, n_out] (Conv1D's layout): [N, n_in] -> [N, n_out] (a new array).
     """
@@ -256,6 +254,13 @@ def lm_head(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
 def linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     # [N, n_in] @ [n_in, n_out] + [n_out] -> [N, n_out] (a new array)
     out = matmul(x, weight)
+    out += bias
+    return out
+
+
+def linear_t(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    # [N, n_in] @ [n_out, n_in].T + [n_out] -> [N, n_out] (a new array): linear() for a weight laid out [n_out, n_in]
+    out = matmul_t(x, weight_t)
     out += bias
     return out
 

@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from gpt2cli.engine import threads
-from gpt2cli.engine.kernels import F32, layer_norm, gelu_new, linear, lm_head, lm_head_layout, matmul, matmul_t, softmax, split_linear, transposed
+from gpt2cli.engine.kernels import F32, layer_norm, gelu_new, linear, linear_t, lm_head, lm_head_layout, matmul, softmax, split_linear, transposed
 from gpt2cli.engine.cache import KVCache, SharedPrefixCache, SlotCache
 from gpt2cli.spec import GPT2Config, Weights
 
@@ -292,9 +292,7 @@ class GPT2Model:
             x += linear(attn, blk.attn_c_proj_weight, blk.attn_c_proj_bias)
             h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps)  # [B*T, n_embd]
             fc = gelu_new(matmul(h, blk.c_fc_weight), blk.c_fc_bias)  # [B*T, 4*n_embd]
-            y = matmul_t(fc, self._mlp_proj_layout(layer))  # [B*T, n_embd]
-            y += blk.mlp_c_proj_bias
-            x += y
+            x += linear_t(fc, self._mlp_proj_layout(layer), blk.mlp_c_proj_bias)
             return
         h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps, split=True)  # [B*T, n_embd]
         qkv = split_linear(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
