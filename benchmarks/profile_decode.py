@@ -25,14 +25,22 @@ def instrument(model) -> dict[str, float]:
     d = model.config.n_embd
     matmul_names = {(d, 3 * d): "matmul c_attn (qkv)", (d, d): "matmul attn.c_proj", (d, 4 * d): "matmul mlp.c_fc", (4 * d, d): "matmul mlp.c_proj"}
 
+    inside = [0]  # timed operations running now: one inside another (the last layer's _store_kv runs a
+    # layer norm and a product) counts in the outer one only, or "other" would come out negative
+
     def timed(fn, name):
         def wrapper(*args, **kwargs):
             key = matmul_names.get(args[1].shape) if name is callable else name
             if key is None:  # the LM head's product, timed as a whole by logits()
                 return fn(*args, **kwargs)
+            inside[0] += 1
             t0 = time.perf_counter()
-            out = fn(*args, **kwargs)
-            spent[key] += time.perf_counter() - t0
+            try:
+                out = fn(*args, **kwargs)
+            finally:
+                inside[0] -= 1
+            if inside[0] == 0:
+                spent[key] += time.perf_counter() - t0
             assert out is None or out.dtype == np.float32, f"{key} returned {out.dtype}"
             return out
 
@@ -41,6 +49,8 @@ def instrument(model) -> dict[str, float]:
     # the names the forward pass calls, as engine.model imported them from engine.kernels
     engine.matmul = timed(engine.matmul, callable)
     engine.linear = timed(engine.linear, callable)
+    # mlp.c_proj in the engine's own [n_embd, 4*n_embd] layout (a pass that is not split): its shape is c_fc's
+    engine.linear_t = timed(engine.linear_t, "matmul mlp.c_proj")
     # a long prompt's products run split over threads, with their bias, GELU (c_fc) and residual add
     engine.split_linear = timed(engine.split_linear, callable)
     engine.GPT2Model._store_kv = timed(engine.GPT2Model._store_kv, "last layer: other positions' keys/values only")
@@ -68,19 +78,26 @@ def breakdown(model, spent, step, reps: int) -> tuple[float, dict[str, float]]:
 
 
 def matvec_floor(model, reps: int) -> dict[str, float]:
-    """Median seconds of the bare single-row products per weight type (np.dot into preallocated outputs)."""
+    """Median seconds of the bare single-row products per weight type (np.dot into preallocated outputs),
+    each weight in the layout a decoding token reads it in."""
     d = model.config.n_embd
     x = {d: np.full(d, 0.01, np.float32), 4 * d: np.full(4 * d, 0.01, np.float32)}
-    names = {"c_attn_weight": "matmul c_attn (qkv)", "attn_c_proj_weight": "matmul attn.c_proj", "c_fc_weight": "matmul mlp.c_fc", "mlp_c_proj_weight": "matmul mlp.c_proj"}
-    plan = [(names[f], getattr(b, f)) for b in model._blocks for f in names]
-    plan.append(("lm head", model._lm_head))  # [n_embd, vocab], made by the forward passes before this
-    outs = [np.empty(m.shape[1], np.float32) for _, m in plan]
+    names = {"c_attn_weight": "matmul c_attn (qkv)", "attn_c_proj_weight": "matmul attn.c_proj", "c_fc_weight": "matmul mlp.c_fc"}
+    # (name, input, weight, laid out [n_out, n_in]): mlp.c_proj and the LM head in the engine's own copies,
+    # made by the forward passes before this
+    plan = [(names[f], x[d], getattr(b, f), False) for b in model._blocks for f in names]
+    plan += [("matmul mlp.c_proj", x[4 * d], model._mlp_proj_layout(i), True) for i in range(len(model._blocks))]
+    plan.append(("lm head", x[d], model._lm_head, False))  # [n_embd, vocab]
+    outs = [np.empty(m.shape[0] if rows_out else m.shape[1], np.float32) for _, _, m, rows_out in plan]
     times = collections.defaultdict(list)
     for _ in range(reps):
         per = collections.defaultdict(float)
-        for (name, m), out in zip(plan, outs):
+        for (name, v, m, rows_out), out in zip(plan, outs):
             t0 = time.perf_counter()
-            np.dot(x[m.shape[0]], m, out=out)
+            if rows_out:
+                np.dot(m, v, out=out)
+            else:
+                np.dot(v, m, out=out)
             per[name] += time.perf_counter() - t0
         for name, value in per.items():
             times[name].append(value)
