@@ -86,11 +86,11 @@ def test_batched_bench_flags_and_a_missing_sequence_count_is_an_error(tmp_path):
 
 
 def test_every_batched_size_fits_llamacpps_context_and_gets_as_many_of_our_records():
-    assert 64 in peer.BATCH_SIZES
+    assert {1, 4, 16, 32, 64, 128} <= set(peer.BATCH_SIZES)
     for b in peer.BATCH_SIZES:
         assert peer.batch_context(b) >= b * (peer.BATCH_PROMPT + peer.BATCH_NEW)  # else the tool skips the count
         assert peer.batch_records(b) == max(peer.BATCH_RECORDS, b)  # B rows really decode together
-    assert peer.batch_context(1) == 4096 and peer.batch_context(64) == 6144
+    assert peer.batch_context(1) == 4096 and peer.batch_context(64) == 6144 and peer.batch_context(128) == 12288
     assert peer.batch_records(None) == peer.BATCH_RECORDS  # the sequential stand-in: one file for every B
 
 
