@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.decoding.sampling import Penalties, SamplingOptions
-from gpt2cli.errors import OptionError
+from gpt2cli.errors import GPT2CLIError, OptionError
 
 
 def available_memory() -> int | None:
@@ -26,14 +26,28 @@ def _size(n: int) -> str:
     return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
-def check_memory(needed: int, rows_param: str, rows: int, prompt_tokens: int, max_new_tokens: int) -> None:
-    """Raises a usage error, before anything is allocated, when the run's keys and values cannot fit in memory."""
+def check_copies(copies: int, available: int) -> None:
+    """Raises an error when the engine's weight copies still to be made (engine.model.layout_copy_bytes)
+    cannot fit in memory by themselves: no run of this model can, whatever its options."""
+    if copies > available:
+        raise GPT2CLIError(
+            f"this model needs ~{_size(copies)} of memory beyond its weights for the engine's copies of its LM "
+            f"head and MLP weights, {_size(available)} available; free memory or use a smaller model"
+        )
+
+
+def check_memory(needed: int, rows_param: str, rows: int, prompt_tokens: int, max_new_tokens: int, copies: int = 0) -> None:
+    """Raises an error, before anything is allocated, when the run's keys and values (needed bytes) and the
+    engine's weight copies it has still to make (copies bytes) cannot fit in memory together: a usage
+    error where fewer rows or new tokens would fit."""
     available = available_memory()
-    if available is None or needed <= available:
+    if available is None or needed + copies <= available:
         return
+    check_copies(copies, available)
+    besides = f" (besides ~{_size(copies)} for the engine's weight copies)" if copies else ""
     raise OptionError(
         f"{{{rows_param}}} {rows} with a {prompt_tokens}-token prompt and {{max_new_tokens}} {max_new_tokens} needs "
-        f"~{_size(needed)} for keys and values, {_size(available)} available; "
+        f"~{_size(needed)} for keys and values{besides}, {_size(available - copies)} available for them; "
         f"lower {{{rows_param}}} or {{max_new_tokens}}",
         rows_param, "max_new_tokens",
     )  # fmt: skip

@@ -26,7 +26,7 @@ from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import log_softmax
-from gpt2cli.engine.model import GPT2Model, Progress
+from gpt2cli.engine.model import GPT2Model, Progress, layout_copy_bytes
 from gpt2cli.errors import CheckpointError, ModelNotFoundError, UsageError
 from gpt2cli.request import Request, check_memory
 from gpt2cli.spec import GPT2Config
@@ -113,6 +113,11 @@ class Session:
             self._model = GPT2Model(self.config, load_weights(self.folder, self.config))
         return self._model
 
+    def copies_to_come(self) -> int:
+        """Bytes of the engine's weight copies (engine.model.layout_copy_bytes) this session's model has
+        still to make: all of them before the weights load, none once a run has decoded."""
+        return layout_copy_bytes(self.config) if self._model is None else self._model.pending_copy_bytes()
+
     @property
     def eos(self) -> int:
         return self.config.eos_token_id
@@ -164,7 +169,7 @@ class Session:
             needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, num_samples)
         else:  # the k candidates' rows hold the whole sequence each
             needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, 1) * contrastive[1]
-        check_memory(needed, "num_samples", num_samples, len(ids), max_new_tokens)
+        check_memory(needed, "num_samples", num_samples, len(ids), max_new_tokens, self.copies_to_come())
         if contrastive is not None:
             if Overflow.of(on_overflow) is Overflow.TRUNCATE:
                 ids = fit_prompt(ids, self.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn)
@@ -204,7 +209,8 @@ class Session:
         prefilled (Prefills.last_position), shared with other decodings."""
         beams, new = options.get("num_beams", 1), options.get("max_new_tokens", 1)
         if isinstance(beams, int) and isinstance(new, int) and beams >= 1 and new >= 1:  # else beam_search says what is wrong
-            check_memory(beam_module.cache_bytes(self.config, len(ids), new, beams), "num_beams", beams, len(ids), new)
+            needed = beam_module.cache_bytes(self.config, len(ids), new, beams)
+            check_memory(needed, "num_beams", beams, len(ids), new, self.copies_to_come())
         search = group_beam_search if "num_groups" in options else beam_search  # 1 group: beam_search
         with self.naming_weights():
             hyps = search(self.model, ids, eos_token_id=self.eos, prefill_progress=progress, prefix=prefix, **options)

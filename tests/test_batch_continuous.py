@@ -18,6 +18,7 @@ from gpt2cli.batch.engine import ContinuousBatch, Job
 from gpt2cli.batch.local import job_for, results_of
 from gpt2cli.batch.records import Record
 from gpt2cli.engine.cache import SlotCache
+from gpt2cli.engine.model import layout_copy_bytes
 from gpt2cli.request import Request
 from gpt2cli.session import Session
 from tests.support import models as modelfactory
@@ -252,11 +253,32 @@ def test_the_default_batch_size_leaves_half_the_memory_free(tiny_model, monkeypa
 
     config = Session.open(tiny_model).config
     per_slot = kv_cache_bytes(config, 1, config.n_positions)
+    copies = layout_copy_bytes(config)  # not for keys and values: the engine makes them at the first step
     monkeypatch.setattr(engine, "available_memory", lambda: None)
     assert engine.default_batch_size(config) == engine.DEFAULT_SLOTS == 32
-    monkeypatch.setattr(engine, "available_memory", lambda: 64 * per_slot)
+    monkeypatch.setattr(engine, "available_memory", lambda: copies + 64 * per_slot)
     assert engine.default_batch_size(config) == 32
-    monkeypatch.setattr(engine, "available_memory", lambda: 20 * per_slot)  # 32 slots would take more than half
+    monkeypatch.setattr(engine, "available_memory", lambda: copies + 64 * per_slot - 1)  # the copies count
+    assert engine.default_batch_size(config) == 16
+    monkeypatch.setattr(engine, "available_memory", lambda: copies + 20 * per_slot)  # 32 slots would take more than half
     assert engine.default_batch_size(config) == 8
-    monkeypatch.setattr(engine, "available_memory", lambda: per_slot)
+    monkeypatch.setattr(engine, "available_memory", lambda: copies + per_slot)
     assert engine.default_batch_size(config) == 1
+
+
+def test_a_batch_size_is_checked_with_the_engines_weight_copies_beside_it(tiny_model, monkeypatch):
+    from gpt2cli.batch import engine
+    from gpt2cli.engine.cache import kv_cache_bytes
+    from gpt2cli.errors import GPT2CLIError, OptionError
+
+    config = Session.open(tiny_model).config
+    kv, copies = kv_cache_bytes(config, 8, config.n_positions), layout_copy_bytes(config)
+    monkeypatch.setattr(engine, "available_memory", lambda: kv + copies)
+    assert engine.check_slots(config, 8) == kv
+    monkeypatch.setattr(engine, "available_memory", lambda: kv + copies - 1)  # the keys and values alone would fit
+    with pytest.raises(OptionError, match="besides ~.* GB for the engine's weight copies"):
+        engine.check_slots(config, 8)
+    assert engine.check_slots(config, 1) == kv_cache_bytes(config, 1, config.n_positions)  # -b 1: generate checks its own
+    monkeypatch.setattr(engine, "available_memory", lambda: copies - 1)
+    with pytest.raises(GPT2CLIError, match="free memory or use a smaller model"):
+        engine.check_slots(config, 1)

@@ -17,7 +17,8 @@ from gpt2cli.decoding.beam import beam_search
 from gpt2cli.decoding.generate import generate
 from gpt2cli.decoding.sampling import Sampler, SamplingOptions
 from gpt2cli.engine.cache import kv_cache_bytes
-from gpt2cli.session import load_model
+from gpt2cli.engine.model import layout_copy_bytes
+from gpt2cli.session import Session, load_config, load_model
 from gpt2cli.spec import GPT2Config
 from tests.support import models
 from tests.support.cli import assert_one_error_line, run_in_process
@@ -141,7 +142,43 @@ def test_a_run_that_cannot_fit_is_a_usage_error_before_the_weights_load(folder, 
         assert flag in line, line
     # 2 layers x 64 floats x 2 x 4 bytes = 1 KiB per position per row; "a b c d" is 7 tiny-BPE tokens
     assert "with a 7-token prompt" in line, line
-    assert f"needs ~{(7 + 256 * 19) * 1024 / 1e6:.1f} MB for keys and values, 2.0 MB available" in line, line
+    copies = layout_copy_bytes(load_config(folder))
+    assert f"needs ~{(7 + 256 * 19) * 1024 / 1e6:.1f} MB for keys and values" in line, line
+    assert f"(besides ~{copies / 1e6:.1f} MB for the engine's weight copies), {(2_000_000 - copies) / 1e6:.1f} MB available for them" in line, line
+
+
+def test_the_copies_are_what_a_decoding_run_makes_and_are_counted_once(folder):
+    session = Session.open(folder)
+    expected = layout_copy_bytes(session.config)
+    assert session.copies_to_come() == expected  # before the weights load
+    model = session.model
+    assert model.pending_copy_bytes() == expected
+    list(session.generate([5, 6, 7], Sampler(SamplingOptions(0.0, 0, 1.0)), 2))
+    made = model._lm_head.nbytes + sum(w.nbytes for w in model._mlp_proj_t)  # the copies themselves
+    assert made == expected and model.pending_copy_bytes() == session.copies_to_come() == 0
+
+
+@pytest.mark.parametrize("kind", ["generate", "beam"])
+def test_keys_and_values_that_fit_only_without_the_copies_are_refused(folder, monkeypatch, kind):
+    config = load_config(folder)
+    copies = layout_copy_bytes(config)
+    kv = (generate_module.cache_bytes(config, 7, 5, 4) if kind == "generate" else beam_module.cache_bytes(config, 7, 5, 4))
+    args = ["generate", "-N", "4", "--seed", "1"] if kind == "generate" else ["beam", "-b", "4"]
+    monkeypatch.setattr(request_module, "available_memory", lambda: kv + copies - 1)  # either alone fits
+    r, _ = run_in_process([*args, "-n", "5", "-m", folder, "a b c d"])
+    line = assert_one_error_line(r, 2)
+    assert "for the engine's weight copies" in line and "lower" in line, line
+    monkeypatch.setattr(request_module, "available_memory", lambda: kv + copies)  # both, exactly
+    r, _ = run_in_process([*args, "-n", "5", "-m", folder, "a b c d"])
+    assert r.code == 0, r.err
+
+
+def test_copies_that_cannot_fit_by_themselves_are_an_error_no_option_can_fix(folder, monkeypatch):
+    copies = layout_copy_bytes(load_config(folder))
+    monkeypatch.setattr(request_module, "available_memory", lambda: copies - 1)
+    r, _ = run_in_process(["generate", "-n", "1", "-m", folder, "a"])
+    line = assert_one_error_line(r, 1)
+    assert "free memory or use a smaller model" in line and "lower" not in line, line
 
 
 def test_a_run_that_fits_goes_ahead(folder, monkeypatch):

@@ -32,25 +32,30 @@ from gpt2cli.decoding.sampling import Sampler
 from gpt2cli.decoding.text import Completion
 from gpt2cli.engine.kernels import token_logprobs
 from gpt2cli.engine.cache import SlotCache, kv_cache_bytes
+from gpt2cli.engine.model import layout_copy_bytes
 from gpt2cli.errors import InvalidValue, OptionError
-from gpt2cli.request import Request, available_memory
+from gpt2cli.request import Request, available_memory, check_copies
 from gpt2cli.session import Session, completion_record
 from gpt2cli.spec import GPT2Config
 
 
 def check_slots(config: GPT2Config, slots: int) -> int:
-    """Raises a usage error, before anything is allocated, unless `slots` rows of a whole context's keys
-    and values fit in memory; returns the bytes they take at most."""
+    """Raises an error, before anything is allocated, unless `slots` rows of a whole context's keys and
+    values fit in memory beside the engine's weight copies (engine.model.layout_copy_bytes, made at the
+    first step); returns the bytes the keys and values take at most."""
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise InvalidValue("batch_size", "must be an integer >= 1", slots)
-    needed = kv_cache_bytes(config, slots, config.n_positions)
+    needed, copies = kv_cache_bytes(config, slots, config.n_positions), layout_copy_bytes(config)
     available = available_memory()
-    if available is not None and slots > 1 and needed > available:
-        raise OptionError(
-            f"{{batch_size}} {slots} needs up to ~{needed / 1e9:.1f} GB for keys and values ({slots} rows of up to "
-            f"{config.n_positions} positions), {available / 1e9:.1f} GB available; lower {{batch_size}}",
-            "batch_size",
-        )
+    if available is not None and needed + copies > available:
+        check_copies(copies, available)
+        if slots > 1:
+            raise OptionError(
+                f"{{batch_size}} {slots} needs up to ~{needed / 1e9:.1f} GB for keys and values ({slots} rows of up to "
+                f"{config.n_positions} positions; besides ~{copies / 1e9:.1f} GB for the engine's weight copies), "
+                f"{(available - copies) / 1e9:.1f} GB available for them; lower {{batch_size}}",
+                "batch_size",
+            )
     return needed
 
 
@@ -63,8 +68,10 @@ DEFAULT_SLOTS = 32
 
 def default_batch_size(config: GPT2Config, preferred: int = DEFAULT_SLOTS) -> int:
     """preferred, halved until the slots' keys and values (a whole context each) take at most half the
-    memory available: a default that never crowds out the rest of the machine."""
+    memory left beside the engine's weight copies: a default that never crowds out the rest of the machine."""
     available = available_memory()
+    if available is not None:
+        available -= layout_copy_bytes(config)
     slots = preferred
     while available is not None and slots > 1 and kv_cache_bytes(config, slots, config.n_positions) > available // 2:
         slots //= 2
