@@ -112,6 +112,55 @@ def test_prompts_prefilled_together_equal_each_prefilled_alone(tiny_model):
         np.testing.assert_allclose(cache.v[:, 1 + row, :, :n], single.v[:, 0, :, :n], rtol=0, atol=1e-5)
 
 
+def test_a_slot_cache_grows_to_what_is_asked_keeping_every_position_it_holds(tiny_model):
+    model = Session.open(tiny_model).model
+    rng = np.random.default_rng(2)
+    cache = SlotCache(model.config, 3, 0, limit=200)
+    assert cache.capacity == 0
+    cache.reserve(10)
+    assert cache.capacity == 64  # a step of positions, not the 200 it may reach
+    prompts = [list(rng.integers(0, 250, size=n)) for n in (9, 4)]
+    for slot, prompt in enumerate(prompts):
+        model.forward(np.asarray([prompt]), cache.slot(slot))
+        cache.lengths[slot] = len(prompt)
+    for _ in range(3):
+        model.forward(rng.integers(0, 250, size=(2, 1)), cache)
+    k, v = cache.k[:, :2, :, :12].copy(), cache.v[:, :2, :, :12].copy()
+    cache.reserve(64)
+    assert cache.capacity == 64  # enough already: nothing moves
+    cache.reserve(65)
+    assert cache.capacity == 128  # doubled
+    assert np.array_equal(cache.k[:, :2, :, :12], k) and np.array_equal(cache.v[:, :2, :, :12], v)
+    assert not cache.k[:, :, :, 12:].any() and not cache.k[:, 2].any()
+    cache.reserve(150)
+    assert cache.capacity == 200  # doubling stops at the limit
+    with pytest.raises(ValueError, match="at most 200"):
+        cache.reserve(201)
+    assert cache.capacity == 200 and np.array_equal(cache.k[:, :2, :, :12], k)
+
+
+def test_a_batch_whose_later_records_need_more_positions_grows_its_cache_and_matches_single_runs(tiny_model, monkeypatch):
+    """Short records first, then longer ones: the cache grows mid-run, between steps of rows still
+    decoding, and every record still gives exactly its `-b 1` result (tokens and text)."""
+    session = Session.open(tiny_model)
+    records = [Record(i, " ".join(["the"] * n), {"max_tokens": m, "temperature": 0.0}, i + 1)
+               for i, (n, m) in enumerate([(2, 20), (1, 3), (3, 5), (40, 30), (2, 60), (70, 40)])]  # fmt: skip
+    seen = []
+    original = SlotCache.reserve
+
+    def recording(cache, positions):
+        original(cache, positions)
+        seen.append(cache.capacity)
+
+    monkeypatch.setattr(SlotCache, "reserve", recording)
+    batched = run_all(session, records, 2)
+    monkeypatch.undo()
+    assert seen[0] == 64 and max(seen) >= 128 and max(seen) < session.config.n_positions + 1
+    single = run_all(session, records, 1)
+    for i in range(len(records)):
+        assert batched[i]["tokens"] == single[i]["tokens"] and batched[i]["text"] == single[i]["text"], i
+
+
 def test_prefill_groups_bound_the_padding_and_the_pass_size():
     from gpt2cli.batch.engine import prefill_groups
 

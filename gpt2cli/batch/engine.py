@@ -185,7 +185,7 @@ class ContinuousBatch:
         self.session = session
         self.slots = slots
         self.model = session.model
-        self.cache = SlotCache(session.config, slots, session.config.n_positions)
+        self.cache = SlotCache(session.config, slots, 0, limit=session.config.n_positions)  # grows as jobs start
         self._pending: Iterator[Job | Done] | None = None
 
     def run(self, jobs: Iterable["Job | Done"]) -> Iterator[tuple[object, dict]]:
@@ -230,6 +230,8 @@ class ContinuousBatch:
     def _start(self, jobs: list[Job], first: int) -> list[_Row]:
         """Prefills the jobs' prompts into slots first.. (together when several) and chooses each one's
         first token (row.token < 0: it has already finished, and its slot is free again)."""
+        # the positions a job writes: its prompt and every new token but the last (never fed back)
+        self.cache.reserve(max(len(job.ids) + job.request.max_tokens - 1 for job in jobs))
         if len(jobs) == 1:  # exactly generate's prefill
             logits = self.model.forward(np.asarray([jobs[0].ids]), self.cache.slot(first))  # [1, V]
             lengths = np.asarray([len(jobs[0].ids)])
