@@ -256,7 +256,10 @@ class Ours:
         from gpt2cli.engine.cache import SlotCache
 
         cfg = self.model.config
-        cache = self._filled(SlotCache(cfg, rows, cfg.n_positions), max(starts[:rows]) + steps)
+        top = max(starts[:rows]) + steps
+        cache = SlotCache(cfg, rows, 0, limit=cfg.n_positions)
+        cache.reserve(top)  # the capacity `batch` gives these rows (ContinuousBatch reserves what its records ask)
+        cache = self._filled(cache, top)
         cache.lengths[:rows] = starts[:rows]
         tokens = np.random.default_rng(rows).integers(0, cfg.vocab_size - 1, size=rows)  # [rows]
         t0 = time.perf_counter()
@@ -268,7 +271,7 @@ class Ours:
         """Seconds of `steps` batch-1 decode steps (forward of one token), at the positions `starts` in turn."""
         import numpy as np
 
-        cache = self._filled(self.model.new_cache(1), max(starts) + 1)
+        cache = self._filled(self.model.new_cache(1, max(starts) + 1), max(starts) + 1)  # sized as generate sizes it
         token = np.asarray([[1234]])  # [1, 1]
         t0 = time.perf_counter()
         for i in range(steps):

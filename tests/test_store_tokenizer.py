@@ -116,6 +116,36 @@ def test_vocab_and_merges_that_disagree_are_refused(tmp_path):
         Tokenizer.from_folder(tmp_path)
 
 
+@pytest.mark.parametrize("line", ["ab", " a b", "a b ", "a b c", "a  b"])
+def test_a_malformed_merge_line_is_named(tmp_path, line):
+    modelfactory.write_tiny_tokenizer(tmp_path)
+    lines = (tmp_path / "merges.txt").read_text().splitlines()
+    lines.insert(2, line)
+    (tmp_path / "merges.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(CheckpointError, match=f"merges.txt: malformed merge line {line!r}"):
+        Tokenizer.from_folder(tmp_path)
+
+
+def test_a_token_outside_gpt2s_byte_alphabet_is_named(tmp_path):
+    import json
+
+    modelfactory.write_tiny_tokenizer(tmp_path, merges=[("h", "e"), ("he", "世")])  # a character no byte stands for
+    with pytest.raises(CheckpointError, match="vocab.json: token 'he世' is not in GPT-2's byte alphabet"):
+        Tokenizer.from_folder(tmp_path)
+    vocab = json.loads((tmp_path / "vocab.json").read_text(encoding="utf-8"))
+    assert vocab["he世"] == 257  # it was the files' agreement, not a mismatch, that got this far
+
+
+def test_tiny_ranks_are_each_tokens_bytes_at_its_id(tmp_path):
+    from gpt2cli.store.tokenizer import read_bpe_files
+
+    size = modelfactory.write_tiny_tokenizer(tmp_path, merges=[("h", "e"), ("Ġ", "t"), ("he", "Ġt"), ("Ċ", "Ċ")])
+    ranks, eot = read_bpe_files(tmp_path)
+    assert eot == size - 1 and len(ranks) == size - 1
+    assert [ranks[b"he"], ranks[b" t"], ranks[b"he t"], ranks[b"\n\n"]] == [256, 257, 258, 259]
+    assert sorted(ranks[bytes([b])] for b in range(256)) == list(range(256))
+
+
 def test_ranks_equal_tiktokens_own_data_gym_conversion(real_tokenizer_dir, tmp_path, monkeypatch):
     from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 

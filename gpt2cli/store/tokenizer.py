@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import stat
@@ -59,29 +60,18 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
     if not isinstance(vocab, dict):
         raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; {fix}")
     decoder = _byte_decoder()
-    # str.translate + latin-1 turns a stand-in string into its bytes at C speed (this runs per start).
-    table = str.maketrans({ch: chr(b) for ch, b in decoder.items()})
-
-    def to_bytes(token: str, path: Path) -> bytes:
-        try:
-            return token.translate(table).encode("latin-1")
-        except UnicodeEncodeError:
-            raise CheckpointError(f"{path}: token {token!r} is not in GPT-2's byte alphabet; {remedy(path.parent)}") from None
-
     eot = vocab.get(ENDOFTEXT)
     if isinstance(eot, bool) or not isinstance(eot, int) or eot < 0:
         raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token with a valid id, so it is not a GPT-2 vocabulary; {fix}")
     # GPT-2's ids are BPE ranks: the 256 byte tokens in alphabet order, then one per merge, in order.
-    # Checking that on the strings is cheap; the bytes are built once, from vocab.json.
-    expected = {ch: i for i, ch in enumerate(decoder)}
-    lines = merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines
-    for line in lines:
-        if not line:
-            continue
-        a, _, b = line.partition(" ")
-        if not a or not b or " " in b:
-            raise CheckpointError(f"{merges_path}: malformed merge line {line[:80]!r}; {fix}")
-        expected[a + b] = len(expected)
+    # This runs at every start, so it checks and converts all ~50k tokens in a few whole-list
+    # operations (~0.1 s less than token by token); a file that fails is diagnosed line by line.
+    lines = [line for line in (merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines) if line]
+    if not all(line.count(" ") == 1 and line[0] != " " and line[-1] != " " for line in lines):
+        bad = next(line for line in lines if not (line.count(" ") == 1 and line[0] != " " and line[-1] != " "))
+        raise CheckpointError(f"{merges_path}: malformed merge line {bad[:80]!r}; {fix}")
+    order = [*decoder, *(line.replace(" ", "", 1) for line in lines)]  # the tokens, by id
+    expected = dict(zip(order, itertools.count()))  # a token merged twice keeps its later id, as a dict does
     tokens = {t: i for t, i in vocab.items() if t not in (ENDOFTEXT, "<|startoftext|>")}
     if tokens != expected:
         wrong = next((t for t in tokens if expected.get(t) != tokens[t]), None)
@@ -91,7 +81,16 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
             else f"{len(tokens)} tokens but merges.txt builds {len(expected)}"
         )
         raise CheckpointError(f"{vocab_path}: {detail}; the two files do not belong together: {fix}")
-    ranks = {to_bytes(t, vocab_path): i for t, i in tokens.items()}
+    # str.translate + latin-1 turn stand-in strings into bytes at C speed, one character per byte, so
+    # the tokens are translated joined and cut apart again at their lengths.
+    table = str.maketrans({ch: chr(b) for ch, b in decoder.items()})
+    try:
+        joined = "".join(order).translate(table).encode("latin-1")
+    except UnicodeEncodeError:
+        bad = next(t for t in order if max(map(ord, t.translate(table))) > 255)
+        raise CheckpointError(f"{vocab_path}: token {bad!r} is not in GPT-2's byte alphabet; {fix}") from None
+    ends = list(itertools.accumulate(map(len, order)))
+    ranks = dict(zip(map(joined.__getitem__, map(slice, [0, *ends[:-1]], ends)), itertools.count()))
     return ranks, eot
 
 
