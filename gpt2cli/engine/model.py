@@ -56,10 +56,9 @@ class GPT2Model:
 
     def pending_copy_bytes(self) -> int:
         """Bytes of layout_copy_bytes() this model has not made yet (0 once a run has decoded)."""
-        cfg = self.config
-        lm_head = 0 if self._lm_head is not None else 4 * cfg.vocab_size * cfg.n_embd
-        mlp_proj = 0 if self._mlp_proj_t is not None else 4 * cfg.n_layer * cfg.n_inner * cfg.n_embd
-        return lm_head + mlp_proj
+        made = [] if self._lm_head is None else [self._lm_head]
+        made += self._mlp_proj_t or []
+        return layout_copy_bytes(self.config) - sum(w.nbytes for w in made)
 
     def new_cache(self, batch: int = 1, capacity: int | None = None) -> KVCache:
         return KVCache(self.config, batch, capacity or self.config.n_positions)

@@ -67,8 +67,8 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
     # This runs at every start, so it checks and converts all ~50k tokens in a few whole-list
     # operations (~0.1 s less than token by token); a file that fails is diagnosed line by line.
     lines = [line for line in (merge_lines[1:] if merge_lines[:1] and merge_lines[0].startswith("#") else merge_lines) if line]
-    if not all(line.count(" ") == 1 and line[0] != " " and line[-1] != " " for line in lines):
-        bad = next(line for line in lines if not (line.count(" ") == 1 and line[0] != " " and line[-1] != " "))
+    bad = next((line for line in lines if line.count(" ") != 1 or line[0] == " " or line[-1] == " "), None)
+    if bad is not None:  # a merge is two tokens and one space between them
         raise CheckpointError(f"{merges_path}: malformed merge line {bad[:80]!r}; {fix}")
     order = [*decoder, *(line.replace(" ", "", 1) for line in lines)]  # the tokens, by id
     expected = dict(zip(order, itertools.count()))  # a token merged twice keeps its later id, as a dict does
