@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.decoding.sampling import Penalties, SamplingOptions
-from gpt2cli.errors import GPT2CLIError, OptionError
+from gpt2cli.errors import OptionError, UsageError
 
 
 def available_memory() -> int | None:
@@ -27,10 +27,10 @@ def _size(n: int) -> str:
 
 
 def check_copies(copies: int, available: int) -> None:
-    """Raises an error when the engine's weight copies still to be made (engine.model.layout_copy_bytes)
+    """Raises a usage error when the engine's weight copies still to be made (engine.model.layout_copy_bytes)
     cannot fit in memory by themselves: no run of this model can, whatever its options."""
     if copies > available:
-        raise GPT2CLIError(
+        raise UsageError(
             f"this model needs ~{_size(copies)} of memory beyond its weights for the engine's copies of its LM "
             f"head and MLP weights, {_size(available)} available; free memory or use a smaller model"
         )

@@ -318,7 +318,7 @@ def test_the_default_batch_size_leaves_half_the_memory_free(tiny_model, monkeypa
 def test_a_batch_size_is_checked_with_the_engines_weight_copies_beside_it(tiny_model, monkeypatch):
     from gpt2cli.batch import engine
     from gpt2cli.engine.cache import kv_cache_bytes
-    from gpt2cli.errors import GPT2CLIError, OptionError
+    from gpt2cli.errors import OptionError, UsageError
 
     config = Session.open(tiny_model).config
     kv, copies = kv_cache_bytes(config, 8, config.n_positions), layout_copy_bytes(config)
@@ -329,5 +329,5 @@ def test_a_batch_size_is_checked_with_the_engines_weight_copies_beside_it(tiny_m
         engine.check_slots(config, 8)
     assert engine.check_slots(config, 1) == kv_cache_bytes(config, 1, config.n_positions)  # -b 1: generate checks its own
     monkeypatch.setattr(engine, "available_memory", lambda: copies - 1)
-    with pytest.raises(GPT2CLIError, match="free memory or use a smaller model"):
+    with pytest.raises(UsageError, match="free memory or use a smaller model"):
         engine.check_slots(config, 1)
