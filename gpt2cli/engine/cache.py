@@ -184,7 +184,7 @@ class SlotCache:
             raise ValueError(f"a slot cache holds at most {self.limit} positions per slot, not {positions}")
         step = -(-positions // _GROW_POSITIONS) * _GROW_POSITIONS
         capacity = min(self.limit, max(step, 2 * self.capacity))
-        held = int(self.lengths.max()) if len(self.lengths) else 0
+        held = int(self.lengths.max(initial=0))  # the most positions any slot holds
         for name in ("k", "v"):
             old = getattr(self, name)
             new = np.zeros((*old.shape[:3], capacity, old.shape[4]), dtype=F32)
