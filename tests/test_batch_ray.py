@@ -74,3 +74,46 @@ def test_without_ray_the_message_says_how_to_install_it(tiny_model):
 def test_ray_options_without_ray_are_a_usage_error(tiny_model):
     r = run("batch", "-", "-m", tiny_model, "--ray-actors", "2", stdin='{"prompt": "x"}\n')
     assert r.code == 2 and "--ray" in r.err and r.err.count("\n") == 1
+
+
+def test_a_local_rays_actors_are_counted_in_the_memory_check_each_with_its_slots_and_copies(ray_installed, tiny_model, tmp_path, monkeypatch):
+    from gpt2cli.batch import engine
+    from gpt2cli.engine.cache import kv_cache_bytes
+    from gpt2cli.engine.model import layout_copy_bytes
+    from gpt2cli.session import Session
+    from tests.support.cli import run_in_process
+
+    config = Session.open(tiny_model).config
+    kv, copies = kv_cache_bytes(config, 8, config.n_positions), layout_copy_bytes(config)
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "x"}\n', encoding="utf-8")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * (kv + copies) - 1)  # one actor fits, two do not
+    r, _ = run_in_process(["batch", source, "-m", tiny_model, "--ray", "--ray-actors", "2", "-b", "8"])
+    assert r.code == 2 and r.out == b"" and r.err.count("\n") == 1 and "Traceback" not in r.err, r.err
+    assert "2 actors x 8 rows" in r.err and "lower --batch-size or --ray-actors" in r.err
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * copies - 1)  # two actors' weight copies alone do not fit
+    r, _ = run_in_process(["batch", source, "-m", tiny_model, "--ray", "--ray-actors", "2", "-b", "8"])
+    assert r.code == 2 and "2 actors on this machine" in r.err and "lower --ray-actors" in r.err, r.err
+    monkeypatch.setattr(engine, "available_memory", lambda: copies - 1)  # not even one actor's: no option helps
+    r, _ = run_in_process(["batch", source, "-m", tiny_model, "--ray", "--ray-actors", "2", "-b", "8"])
+    assert r.code == 2 and "free memory or use a smaller model" in r.err, r.err
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * (kv + copies))
+    assert engine.check_slots(config, 8, 2) == 2 * kv  # exactly two actors' worth fits
+    # the default batch size halves until each of the actors' slots fit in half of what their copies leave
+    per_slot = kv_cache_bytes(config, 1, config.n_positions)
+    monkeypatch.setattr(engine, "available_memory", lambda: 2 * copies + 2 * 64 * per_slot)
+    assert engine.default_batch_size(config, engines=2) == 32 and engine.default_batch_size(config, engines=3) == 16
+
+
+def test_only_a_local_ray_puts_all_its_actors_on_this_machine(monkeypatch):
+    import os
+
+    from gpt2cli.cli.batch_command import _actors_here
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert _actors_here(None, 3) == 3
+    assert _actors_here(None, None) == (os.cpu_count() or 1)  # one per CPU, as a local Ray counts them
+    assert _actors_here("auto", 3) == 1  # a cluster: its nodes hold the actors, one like this node checked
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    assert _actors_here(None, 3) == 1

@@ -39,22 +39,33 @@ from gpt2cli.session import Session, completion_record
 from gpt2cli.spec import GPT2Config
 
 
-def check_slots(config: GPT2Config, slots: int) -> int:
-    """Raises an error, before anything is allocated, unless `slots` rows of a whole context's keys and
-    values fit in memory beside the engine's weight copies (engine.model.layout_copy_bytes, made at the
-    first step); returns the bytes the keys and values take at most."""
+def check_slots(config: GPT2Config, slots: int, engines: int = 1) -> int:
+    """Raises an error, before anything is allocated, unless `engines` engines on this machine (a local
+    Ray's actors; 1 otherwise), each with `slots` rows of a whole context's keys and values, fit in memory
+    beside their weight copies (engine.model.layout_copy_bytes, each made at its engine's first step);
+    returns the bytes the keys and values take at most, all engines together."""
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise InvalidValue("batch_size", "must be an integer >= 1", slots)
-    needed, copies = kv_cache_bytes(config, slots, config.n_positions), layout_copy_bytes(config)
+    needed, copies = engines * kv_cache_bytes(config, slots, config.n_positions), engines * layout_copy_bytes(config)
     available = available_memory()
     if available is not None and needed + copies > available:
-        check_copies(copies, available)
-        if slots > 1:
+        check_copies(copies // engines, available)  # not even one engine's copies fit
+        if copies > available:
             raise OptionError(
-                f"{{batch_size}} {slots} needs up to ~{needed / 1e9:.1f} GB for keys and values ({slots} rows of up to "
-                f"{config.n_positions} positions; besides ~{copies / 1e9:.1f} GB for the engine's weight copies), "
-                f"{(available - copies) / 1e9:.1f} GB available for them; lower {{batch_size}}",
-                "batch_size",
+                f"{engines} actors on this machine need ~{copies / 1e9:.1f} GB beyond the weights for their copies of the "
+                f"LM head and MLP weights (~{copies / engines / 1e9:.1f} GB each), {available / 1e9:.1f} GB available; lower {{ray_actors}}",
+                "ray_actors",
+            )
+        if slots > 1:
+            rows, whose, lower = (
+                (f"{engines} actors x {slots} rows", "their", "{batch_size} or {ray_actors}") if engines > 1
+                else (f"{slots} rows", "the engine's", "{batch_size}")
+            )  # fmt: skip
+            raise OptionError(
+                f"{{batch_size}} {slots} needs up to ~{needed / 1e9:.1f} GB for keys and values ({rows} of up to "
+                f"{config.n_positions} positions; besides ~{copies / 1e9:.1f} GB for {whose} weight copies), "
+                f"{(available - copies) / 1e9:.1f} GB available for them; lower {lower}",
+                "batch_size", "ray_actors",
             )
     return needed
 
@@ -66,14 +77,15 @@ def check_slots(config: GPT2Config, slots: int) -> int:
 DEFAULT_SLOTS = 32
 
 
-def default_batch_size(config: GPT2Config, preferred: int = DEFAULT_SLOTS) -> int:
-    """preferred, halved until the slots' keys and values (a whole context each) take at most half the
-    memory left beside the engine's weight copies: a default that never crowds out the rest of the machine."""
+def default_batch_size(config: GPT2Config, preferred: int = DEFAULT_SLOTS, engines: int = 1) -> int:
+    """preferred, halved until the slots' keys and values (a whole context each, in each of `engines`
+    engines on this machine) take at most half the memory left beside the engines' weight copies: a
+    default that never crowds out the rest of the machine."""
     available = available_memory()
     if available is not None:
-        available -= layout_copy_bytes(config)
+        available -= engines * layout_copy_bytes(config)
     slots = preferred
-    while available is not None and slots > 1 and kv_cache_bytes(config, slots, config.n_positions) > available // 2:
+    while available is not None and slots > 1 and engines * kv_cache_bytes(config, slots, config.n_positions) > available // 2:
         slots //= 2
     return slots
 

@@ -111,9 +111,10 @@ def batch(
             config = read_config(model_folder(model, revision, weights_dir, offline) / "config.json")
             if stride is not None:  # checked once here, not in every record
                 check_stride(config.n_positions, stride)
-            batch_size = batch_size or default_batch_size(config)
-            if not score_texts:  # each actor's slots (on a node like this one)
-                check_slots(config, batch_size)
+            engines = _actors_here(ray_address, ray_actors)
+            batch_size = batch_size or default_batch_size(config, engines=engines)
+            if not score_texts:
+                check_slots(config, batch_size, engines)
             spec = ModelSpec(model, revision, None if weights_dir is None else str(weights_dir), offline)
             tally = run_records_on_ray(
                 spec, records, out, address=ray_address, actors=ray_actors, show_progress=stderr_is_tty(),
@@ -143,6 +144,17 @@ def batch(
     if tally.failed:
         note(f"{tally.failed} of {tally.done + tally.failed} records failed: each has an \"error\" line in the output")
         raise typer.Exit(6)
+
+
+def _actors_here(address: str | None, actors: int | None) -> int:
+    """How many of --ray's actors (each an engine with its own slots and weight copies) share this
+    machine's memory: all of them on a local Ray started for the run (one per CPU unless --ray-actors
+    says, as Ray counts them), else one, as on a cluster node like this one."""
+    import os
+
+    if address or os.environ.get("RAY_ADDRESS"):
+        return 1
+    return actors or os.cpu_count() or 1
 
 
 def _open_input(source: str):

@@ -39,6 +39,7 @@ FLAGS = {
     "num_groups": "--groups",
     "diversity_penalty": "--diversity-penalty",
     "batch_size": "--batch-size",
+    "ray_actors": "--ray-actors",
 }
 
 
