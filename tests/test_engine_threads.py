@@ -142,3 +142,31 @@ def test_more_parts_add_workers_instead_of_starting_a_new_pool():
     running = engine_threads()
     threads.split(lambda a, b: None, 4)
     assert engine_threads() == running and len(running) == 2  # 3 parts: the caller and 2 workers
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_split_product_is_x_times_w_in_every_form_into_its_own_c_contiguous_result(workers):
+    from gpt2cli.engine.kernels import gelu_new, split_linear
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((37, 24), dtype=np.float32)
+    w = rng.standard_normal((24, 53), dtype=np.float32)  # columns split unevenly
+    bias = rng.standard_normal(53, dtype=np.float32)
+    expect = x.astype(np.float64) @ w.astype(np.float64)
+    threads.set_workers(workers)
+    try:
+        plain = split_linear(x, w)
+        with_bias = split_linear(x, w, bias)
+        with_gelu = split_linear(x, w, bias, gelu=True)
+        residual = rng.standard_normal((37, 53), dtype=np.float32)
+        before = residual.copy()
+        added = split_linear(x, w, bias, add_to=residual)
+    finally:
+        threads.set_workers(None)
+    for y in (plain, with_bias, with_gelu):
+        assert y.dtype == np.float32 and y.shape == (37, 53) and y.flags.c_contiguous and y.flags.writeable
+    np.testing.assert_allclose(plain, expect, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(with_bias, expect + bias, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(with_gelu, gelu_new((expect + bias).astype(np.float32)), rtol=1e-5, atol=1e-5)
+    assert added is residual
+    np.testing.assert_allclose(residual, before + expect + bias, rtol=1e-5, atol=1e-5)

@@ -272,20 +272,22 @@ def split_linear(
 
     [N, n_in] @ [n_in, n_out] -> [N, n_out]: a new array, or added into add_to (the residual stream)
     and add_to returned. Each part runs one single-threaded GEMM on its columns of the weight (so it
-    packs only those) and finishes them while they are in its cache.
+    packs only those), written straight into its columns of the result (BLAS takes the row stride), and
+    finishes them while they are in its cache.
     """
     out = np.empty((x.shape[0], weight.shape[1]), F32) if add_to is None else None  # [N, n_out]
 
     def part(c0: int, c1: int) -> None:
-        y = np.matmul(x, weight[:, c0:c1])  # [N, c1-c0]
+        if add_to is None:
+            y = np.matmul(x, weight[:, c0:c1], out=out[:, c0:c1])  # [N, c1-c0] view of out
+        else:
+            y = np.matmul(x, weight[:, c0:c1])  # [N, c1-c0]
         if gelu:
             gelu_rows(y, None if bias is None else bias[c0:c1])
         elif bias is not None:
             y += bias[c0:c1]
         if add_to is not None:
             add_to[:, c0:c1] += y
-        else:
-            out[:, c0:c1] = y
 
     threads.split(part, weight.shape[1], calls_blas=True)
     return out if add_to is None else add_to
