@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Iterator
@@ -141,17 +142,20 @@ class Output:
 
     def _open(self, path: Path) -> None:
         try:
-            data = path.read_bytes() if path.exists() else b""
+            # Only a regular file can hold earlier results: a device or a pipe (/dev/full, /dev/stdout,
+            # a FIFO) is written to, never read, since reading one may never end or never return.
+            data = path.read_bytes() if path.exists() and stat.S_ISREG(path.stat().st_mode) else b""
         except OSError as e:
             raise UsageError(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
+        refuse = UsageError(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
         keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
+        if not _torn_result(data[keep:]):
+            raise refuse  # not the start of a result: someone's data, never cut off
         for line in data[:keep].splitlines():
             try:
                 self.done.add(json.dumps(json.loads(line)["id"]))
             except (ValueError, KeyError, TypeError, RecursionError):
-                raise UsageError(
-                    f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote"
-                ) from None
+                raise refuse from None
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             if keep < len(data):
@@ -176,6 +180,15 @@ class Output:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_RESULT_START = b'{"id": '  # how every line Output.write writes begins
+
+
+def _torn_result(tail: bytes) -> bool:
+    """Whether the bytes after the last newline can be a result line cut short by a crash (or the zeros
+    a crash can leave): only those are cut off; anything else is someone's data."""
+    return tail.startswith(_RESULT_START) or _RESULT_START.startswith(tail) or not tail.strip(b"\0")
 
 
 def _hold_signals():

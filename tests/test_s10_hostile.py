@@ -1,0 +1,93 @@
+"""Hostile input found in session 10: each case gets its documented error line and exit code, and no
+file of the user's is read without end, cut short, or written into."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import assert_one_error_line, run, run_quick
+
+RECORDS = '{"id": "a", "prompt": "hi"}\n{"id": "b", "prompt": "yo"}'  # the last line has no newline
+
+
+def _limit_memory() -> None:  # in the child: a run that reads without end fails fast instead of swapping
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+# --- batch -o: a file that is not a batch result is never cut short or appended to --------------------
+
+
+@pytest.mark.parametrize("text", ["my precious notes", "line one\nline two, no newline", "\x00\x01binary"])
+def test_batch_refuses_an_output_file_of_the_users_without_cutting_off_its_last_line(tiny_model, tmp_path, text):
+    source = tmp_path / "in.jsonl"
+    source.write_text(RECORDS, encoding="utf-8")
+    mine = tmp_path / "notes.txt"
+    mine.write_text(text, encoding="utf-8")
+    line = assert_one_error_line(run_quick("batch", source, "-m", tiny_model, "-n", "2", "-o", mine), 2)
+    assert "not a batch result" in line and str(mine) in line
+    assert mine.read_text(encoding="utf-8") == text
+
+
+def test_batch_still_cuts_off_a_result_line_torn_at_its_first_bytes(tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(RECORDS, encoding="utf-8")
+    torn = tmp_path / "out.jsonl"
+    torn.write_bytes(b'{"i')
+    r = run_quick("batch", source, "-m", tiny_model, "-n", "2", "-o", torn)
+    assert r.code == 0, r.err
+    assert [json.loads(line)["id"] for line in torn.read_text(encoding="utf-8").splitlines()] == ["a", "b"]
+
+
+@pytest.mark.parametrize("via_stdin", [False, True], ids=["path", "stdin"])
+def test_batch_refuses_output_into_its_own_input_and_leaves_it_whole(tiny_model, tmp_path, via_stdin):
+    source = tmp_path / "in.jsonl"
+    source.write_text(RECORDS, encoding="utf-8")
+    args = ("batch", "-" if via_stdin else source, "-m", tiny_model, "-n", "2", "-o", source)
+    with open(source, "rb") as stdin:
+        r = _run_with_stdin(args, stdin if via_stdin else None)
+    line = assert_one_error_line(r, 2)
+    assert "INPUT file itself" in line
+    assert source.read_text(encoding="utf-8") == RECORDS
+
+
+def _run_with_stdin(args, stdin_file):
+    """run() with stdin the file itself (so the command can see it is the -o file), or empty."""
+    import subprocess
+
+    from tests.support.cli import Run, command, user_env
+
+    p = subprocess.run(
+        [*command(), *map(str, args)], stdin=stdin_file if stdin_file is not None else subprocess.DEVNULL,
+        capture_output=True, env=user_env(), timeout=120,
+    )  # fmt: skip
+    return Run(p.returncode, p.stdout, p.stderr.decode("utf-8", errors="replace"))
+
+
+def test_batch_into_dev_full_is_disk_full_not_an_endless_read(tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(RECORDS, encoding="utf-8")
+    # Reading /dev/full never ends: before the fix this grew until memory ran out.
+    r = run("batch", source, "-m", tiny_model, "-n", "2", "-o", "/dev/full", preexec_fn=_limit_memory, timeout=60)
+    line = assert_one_error_line(r, 5)
+    assert "No space left on device" in line
+
+
+def test_batch_writes_into_a_fifo_without_reading_it(tiny_model, tmp_path):
+    import threading
+
+    source = tmp_path / "in.jsonl"
+    source.write_text(RECORDS, encoding="utf-8")
+    fifo = tmp_path / "results"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(Path(fifo).read_bytes()), daemon=True)
+    reader.start()
+    r = run("batch", source, "-m", tiny_model, "-n", "2", "-o", fifo, timeout=60)
+    reader.join(30)
+    assert r.code == 0, r.err
+    assert [json.loads(line)["id"] for line in got[0].decode().splitlines()] == ["a", "b"]
