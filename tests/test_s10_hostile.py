@@ -91,3 +91,42 @@ def test_batch_writes_into_a_fifo_without_reading_it(tiny_model, tmp_path):
     reader.join(30)
     assert r.code == 0, r.err
     assert [json.loads(line)["id"] for line in got[0].decode().splitlines()] == ["a", "b"]
+
+
+# --- values no option check bounds: a batch record's seed, a --max-tokens beyond any memory ---------
+
+
+def test_a_record_with_a_negative_seed_gets_its_error_line_and_the_others_run(tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "prompt": "hi", "seed": -1}\n{"id": 2, "prompt": "hi"}\n', encoding="utf-8")
+    r = run_quick("batch", source, "-m", tiny_model, "-n", "2")
+    assert r.code == 6, r.err
+    first, second = (json.loads(line) for line in r.stdout.splitlines())
+    assert first == {"id": 1, "error": "seed must be >= 0, got -1"}
+    assert second["id"] == 2 and second["completion_tokens"] == 2
+
+
+@pytest.fixture(scope="module")
+def eos_model(tmp_path_factory) -> Path:
+    """A tiny model that ends its text at once: a run asked for endless tokens still finishes."""
+    from tests.support import models
+
+    return models.write_model(tmp_path_factory.mktemp("eos") / "model", eos_bias=50.0, seed=3)
+
+
+@pytest.mark.parametrize("n", [10**11, 10**30])
+@pytest.mark.parametrize("samples", ["1", "2"])
+def test_max_tokens_beyond_any_memory_generates_until_eos(eos_model, n, samples):
+    # -n sized an array of every token it could reach up front: 10**11 was "out of memory" (exit 1),
+    # 10**30 an internal error; a run that slides has no such bound and stops at its eos.
+    r = run_quick("generate", "-m", eos_model, "-n", str(n), "-N", samples, "--json", "hi")
+    assert r.code == 0, r.err
+    assert [json.loads(line)["finish_reason"] for line in r.stdout.splitlines()] == ["eos"] * int(samples)
+
+
+def test_a_record_asking_endless_tokens_generates_until_eos(eos_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": 1, "prompt": "hi", "max_tokens": 2**80}) + "\n", encoding="utf-8")
+    r = run_quick("batch", source, "-m", eos_model)
+    assert r.code == 0, r.err
+    assert json.loads(r.stdout)["finish_reason"] == "eos"
