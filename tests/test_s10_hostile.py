@@ -130,3 +130,53 @@ def test_a_record_asking_endless_tokens_generates_until_eos(eos_model, tmp_path)
     r = run_quick("batch", source, "-m", eos_model)
     assert r.code == 0, r.err
     assert json.loads(r.stdout)["finish_reason"] == "eos"
+
+
+# --- a model folder's small files: never a read that blocks or has no end ----------------------------
+
+MARKER = ".gpt2cli-complete.json"
+
+
+@pytest.fixture
+def own_model(tiny_model, tmp_path) -> Path:
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_marker_that_is_a_fifo_or_endless_is_not_read(own_model, kind):
+    # read for the remedy of any error (and at every tokenizer load): a FIFO blocked for ever, /dev/zero
+    # filled memory
+    if kind == "fifo":
+        os.mkfifo(own_model / MARKER)
+    else:
+        (own_model / MARKER).symlink_to("/dev/zero")
+    r = run("generate", "-m", own_model, "-n", "2", "-t", "0", "hi", preexec_fn=_limit_memory, timeout=60)
+    assert r.code == 0 and r.err == "", r.err
+    (own_model / "config.json").write_text("{", encoding="utf-8")
+    r = run("generate", "-m", own_model, "-n", "2", "hi", preexec_fn=_limit_memory, timeout=60)
+    assert "config.json" in assert_one_error_line(r, 3)
+
+
+def test_rm_of_a_folder_whose_marker_is_a_fifo_leaves_it_alone(tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "weights" / "someone--model"
+    shutil.copytree(tiny_model, folder)
+    os.mkfifo(folder / MARKER)
+    r = run("rm", "someone/model", "--weights-dir", tmp_path / "weights", timeout=60)
+    assert "not downloaded by gpt2cli" in assert_one_error_line(r, 2)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([MARKER, *(p.name for p in tiny_model.iterdir())])
+
+
+@pytest.mark.parametrize("name", ["config.json", "model.safetensors.index.json"])
+def test_a_config_or_shard_index_of_megabytes_is_refused_unread(own_model, name):
+    if name != "config.json":
+        (own_model / "model.safetensors").rename(own_model / "model-00001-of-00001.safetensors")
+    with open(own_model / name, "w", encoding="utf-8") as f:
+        f.write(" " * (17 << 20) + "{}")
+    line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
+    assert name in line and "larger than" in line

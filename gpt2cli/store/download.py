@@ -28,7 +28,7 @@ from gpt2cli.store.fetch import Remote, fetch_file, remote_files, run_interrupti
 from gpt2cli.store.hub_errors import hub_errors
 from gpt2cli.store.hub import HubRef, endpoint, read_marker, staging_folder
 from gpt2cli.store.layout import (
-    CONFIG_FILE, MARKER, SHARD_INDEX, SINGLE_WEIGHTS, TOKENIZER_FILES, TOKENIZER_ONLY, WHOLE_MODEL,
+    CONFIG_FILE, MARKER, SHARD_INDEX, SINGLE_WEIGHTS, TOKENIZER_FILES, TOKENIZER_ONLY, WHOLE_MODEL, read_small_text,
 )  # fmt: skip
 
 _STAGING_NOTE = ".gpt2cli-staging"  # the commit a staging folder is downloading, so resumes never mix commits
@@ -271,7 +271,7 @@ def _replace_folder(staging: Path, folder: Path, *, force: bool) -> None:
 
 def _carry_over(old: Path, new: Path, *, force: bool) -> None:
     try:
-        listed = json.loads((old / MARKER).read_text(encoding="utf-8"))["files"]
+        listed = json.loads(read_small_text(old / MARKER))["files"]
         listed = listed if isinstance(listed, dict) else {}
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         listed = {}

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gpt2cli.errors import ModelNotFoundError, UsageError
-from gpt2cli.store.layout import MARKER, TOKENIZER_ONLY, WHOLE_MODEL
+from gpt2cli.store.layout import MARKER, TOKENIZER_ONLY, WHOLE_MODEL, read_small_text
 
 ALIASES: dict[str, str] = {
     "gpt2": "openai-community/gpt2",
@@ -217,10 +217,7 @@ def read_marker(folder: Path, need: str = WHOLE_MODEL) -> dict | None:
     never replaces a folder the user changed unless asked (`download --force`); see changed_files().
     """
     try:
-        path = Path(folder) / MARKER
-        if path.stat().st_size > _MAX_MARKER:
-            return None
-        marker = json.loads(path.read_text(encoding="utf-8"))
+        marker = json.loads(read_small_text(Path(folder) / MARKER, _MAX_MARKER))
         files, holds = marker["files"], marker.get("holds", WHOLE_MODEL)
         if not isinstance(marker["repo_id"], str) or not isinstance(files, dict) or holds not in (WHOLE_MODEL, TOKENIZER_ONLY):
             return None

@@ -5,8 +5,11 @@ Used for a Hub repo's file list (what to fetch) and for a folder on disk (what t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import stat
 from collections.abc import Collection
 from pathlib import Path
 
@@ -86,11 +89,28 @@ def shards_of_index(text: str, where: str, remedy: str) -> list[str]:
     return sorted(shards)
 
 
+def read_small_text(path: Path, limit: int = 1 << 20) -> str:
+    """A small UTF-8 file of a model folder (config, shard index, marker), read only when it is a regular
+    file of at most `limit` bytes: a FIFO there would block for ever, /dev/zero or a huge file would
+    fill memory. OSError otherwise (UnicodeDecodeError for bytes that are not UTF-8)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO does not wait for a writer
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)  # one byte more than allowed says it is too big, whatever its size said
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes, far more than such a file holds", str(path))
+    return data.decode("utf-8")
+
+
 def remedy(folder: Path) -> str:
     """What to do about a broken file in `folder`: download it again if gpt2cli downloaded it (its
     marker names the repo), else fix or replace the file (a folder of the user's own)."""
     try:
-        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        marker = json.loads(read_small_text(Path(folder) / MARKER))
         repo, revision = marker["repo_id"], marker.get("revision")
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return "fix or replace the file, or pass --model another model folder"

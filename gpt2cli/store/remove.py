@@ -16,7 +16,7 @@ from pathlib import Path
 from gpt2cli.errors import ModelNotFoundError, UsageError
 from gpt2cli.store.download import model_lock
 from gpt2cli.store.hub import folder_size, local_folder, model_folder, parse_hub_name, staging_folder
-from gpt2cli.store.layout import MARKER
+from gpt2cli.store.layout import MARKER, read_small_text
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def remove(plan: Plan) -> None:
 def _listed_files(folder: Path) -> list[str] | None:
     """The file names the folder's marker lists (None: no readable marker, so not gpt2cli's)."""
     try:
-        files = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
+        files = json.loads(read_small_text(folder / MARKER))["files"]
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
     if not isinstance(files, dict):
