@@ -180,3 +180,55 @@ def test_a_config_or_shard_index_of_megabytes_is_refused_unread(own_model, name)
         f.write(" " * (17 << 20) + "{}")
     line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
     assert name in line and "larger than" in line
+
+
+# --- a Hub (or proxy) that sends more than it listed ---------------------------------------------------
+
+
+def test_a_download_sending_without_end_stops_at_the_listed_size(tmp_path):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from gpt2cli.errors import DownloadError
+    from gpt2cli.store.fetch import Remote, fetch_file
+
+    class Endless(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(10**15))
+            self.end_headers()
+            try:
+                while True:
+                    self.wfile.write(b"x" * 65536)
+            except OSError:
+                pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    stop, overflowed, done = threading.Event(), threading.Event(), threading.Event()
+
+    def watch() -> None:  # before the fix the .part grew until the disk was full: stop it at 20 MB
+        while not done.wait(0.01):
+            if sum(p.stat().st_size for p in staging.iterdir() if p.exists()) > 20 << 20:
+                overflowed.set()
+                stop.set()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(DownloadError, match="wrong size or checksum"):
+            url = f"http://127.0.0.1:{server.server_address[1]}/config.json"
+            fetch_file(url, {}, Remote("config.json", 1000, None, "0" * 40), staging, stop)
+    finally:
+        done.set()
+        watcher.join()
+        server.shutdown()
+        server.server_close()
+    assert not overflowed.is_set(), "the transfer wrote far beyond the listed 1000 bytes"
+    assert list(staging.iterdir()) == []
