@@ -232,3 +232,14 @@ def test_a_download_sending_without_end_stops_at_the_listed_size(tmp_path):
         server.server_close()
     assert not overflowed.is_set(), "the transfer wrote far beyond the listed 1000 bytes"
     assert list(staging.iterdir()) == []
+
+
+# --- names a stranger chose cannot drive the user's terminal through an error line ---------------------
+
+
+def test_control_characters_in_a_file_name_are_shown_escaped_in_the_error(own_model):
+    (own_model / "model.safetensors").unlink()
+    (own_model / "\x1b]0;owned\x07\x1b[2J\x9b2J.bin").write_bytes(b"")  # retitle, clear screen (7- and 8-bit CSI)
+    line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
+    assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\x9b2J.bin" in line
