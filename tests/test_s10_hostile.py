@@ -243,3 +243,17 @@ def test_control_characters_in_a_file_name_are_shown_escaped_in_the_error(own_mo
     line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in line), repr(line)
     assert "\\x1b]0;owned\\x07\\x1b[2J\\x9b2J.bin" in line
+
+
+# --- a vocabulary's <|endoftext|> id: within tiktoken's range, and no other token's -------------------
+
+
+@pytest.mark.parametrize(
+    "eot, says", [(2**32, "no <|endoftext|> token with a valid id"), (10**30, "no <|endoftext|> token with a valid id"),
+                  (5, "<|endoftext|> has id 5, which token '&' has already")],
+)  # fmt: skip
+def test_an_endoftext_id_tiktoken_cannot_hold_or_another_tokens_is_a_broken_tokenizer(own_model, eot, says):
+    vocab = json.loads((own_model / "vocab.json").read_text(encoding="utf-8"))
+    (own_model / "vocab.json").write_text(json.dumps({**vocab, "<|endoftext|>": eot}), encoding="utf-8")
+    line = assert_one_error_line(run_quick("tokenize", "-m", own_model, "hi"), 3)
+    assert "vocab.json" in line and says in line

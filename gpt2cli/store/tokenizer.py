@@ -61,7 +61,7 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; {fix}")
     decoder = _byte_decoder()
     eot = vocab.get(ENDOFTEXT)
-    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 0:
+    if isinstance(eot, bool) or not isinstance(eot, int) or not 0 <= eot < 2**31:  # tiktoken's ids are 32-bit
         raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token with a valid id, so it is not a GPT-2 vocabulary; {fix}")
     # GPT-2's ids are BPE ranks: the 256 byte tokens in alphabet order, then one per merge, in order.
     # This runs at every start, so it checks and converts all ~50k tokens in a few whole-list
@@ -91,6 +91,10 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         raise CheckpointError(f"{vocab_path}: token {bad!r} is not in GPT-2's byte alphabet; {fix}") from None
     ends = list(itertools.accumulate(map(len, order)))
     ranks = dict(zip(map(joined.__getitem__, map(slice, [0, *ends[:-1]], ends)), itertools.count()))
+    if eot in expected.values():  # one id for two tokens: decoding it, and stopping at it, would be wrong
+        raise CheckpointError(
+            f"{vocab_path}: {ENDOFTEXT} has id {eot}, which token {order[eot]!r} has already; {fix}"
+        )
     return ranks, eot
 
 
