@@ -257,3 +257,13 @@ def test_an_endoftext_id_tiktoken_cannot_hold_or_another_tokens_is_a_broken_toke
     (own_model / "vocab.json").write_text(json.dumps({**vocab, "<|endoftext|>": eot}), encoding="utf-8")
     line = assert_one_error_line(run_quick("tokenize", "-m", own_model, "hi"), 3)
     assert "vocab.json" in line and says in line
+
+
+def test_a_context_of_one_position_is_a_broken_checkpoint(tmp_path):
+    # generate, slide and score --stride all need 2 positions: with 1 they were internal errors (exit 1)
+    from tests.support import models
+
+    folder = models.write_model(tmp_path / "ctx1", n_positions=1)
+    for args in (("generate", "-n", "3", "hi"), ("score", "--stride", "1", "hello")):
+        line = assert_one_error_line(run_quick(*args, "-m", folder), 3)
+        assert "n_positions=1" in line and "config.json" in line

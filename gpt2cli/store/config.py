@@ -74,6 +74,8 @@ def from_dict(d: dict, source: str = "config.json", fix: str = _FIX) -> GPT2Conf
         raise CheckpointError(
             f"{source}: eos_token_id must be a token id below vocab_size={config.vocab_size}, got {_shown(eos)}; {fix}"
         )
+    if config.n_positions < 2:  # a prompt token and the one it predicts: the least a run (or a slide) holds
+        raise CheckpointError(f"{source}: n_positions={config.n_positions} is too small: a context holds at least 2 tokens; {fix}")
     if config.n_embd % config.n_head:
         raise CheckpointError(
             f"{source}: n_embd={config.n_embd} is not divisible by n_head={config.n_head}; {fix}"
