@@ -267,3 +267,20 @@ def test_a_context_of_one_position_is_a_broken_checkpoint(tmp_path):
     for args in (("generate", "-n", "3", "hi"), ("score", "--stride", "1", "hello")):
         line = assert_one_error_line(run_quick(*args, "-m", folder), 3)
         assert "n_positions=1" in line and "config.json" in line
+
+
+# --- contrastive search's k: as many candidates as the vocabulary has, and named when memory is short -----
+
+
+def test_contrastive_k_beyond_the_vocabulary_runs_as_the_whole_vocabulary(tiny_model):
+    # the memory check counted 10**21 candidate rows (refused, telling to lower --num-samples)
+    whole = run_quick("generate", "-m", tiny_model, "--penalty-alpha", "0.5", "-k", "277", "-n", "3", "hi")
+    huge = run_quick("generate", "-m", tiny_model, "--penalty-alpha", "0.5", "-k", str(10**21), "-n", "3", "hi")
+    assert (huge.code, huge.out, huge.err) == (0, whole.out, whole.err), huge.err
+
+
+def test_contrastive_search_too_big_for_memory_says_to_lower_top_k(tiny_model, monkeypatch):
+    monkeypatch.setattr("gpt2cli.request.available_memory", lambda: 4_000_000)
+    r = run_quick("generate", "-m", tiny_model, "--penalty-alpha", "0.5", "-k", "200", "-n", "100", "hi")
+    line = assert_one_error_line(r, 2)
+    assert line.startswith("gpt2cli: error: --top-k 200 with a ") and "lower --top-k or --max-tokens" in line
