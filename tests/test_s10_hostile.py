@@ -284,3 +284,24 @@ def test_contrastive_search_too_big_for_memory_says_to_lower_top_k(tiny_model, m
     r = run_quick("generate", "-m", tiny_model, "--penalty-alpha", "0.5", "-k", "200", "-n", "100", "hi")
     line = assert_one_error_line(r, 2)
     assert line.startswith("gpt2cli: error: --top-k 200 with a ") and "lower --top-k or --max-tokens" in line
+
+
+# --- a batch record's strings that have no UTF-8 --------------------------------------------------------
+
+
+@pytest.mark.parametrize("to_file", [True, False], ids=["file", "stdout"])
+def test_a_record_id_with_a_lone_surrogate_is_written_escaped_and_resumes(tiny_model, tmp_path, to_file):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "x\\ud800", "prompt": "hi"}\n{"id": 2, "prompt": "yo", "s\\udfff": 1}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ("batch", source, "-m", tiny_model, "-n", "2", *(("-o", out) if to_file else ()))
+    r = run_quick(*args)  # writing "x\ud800" as UTF-8 failed: an internal error that ended the run (exit 1)
+    assert r.code == 6, r.err
+    text = out.read_text(encoding="utf-8") if to_file else r.stdout
+    by_id = {line["id"]: line for line in map(json.loads, text.splitlines())}
+    assert sorted(by_id, key=str) == [2, "x\ud800"]
+    assert by_id["x\ud800"]["completion_tokens"] == 2 and "unknown setting" in by_id[2]["error"]
+    if to_file:
+        again = run_quick(*args)
+        assert again.code == 0 and "2 records already in" in again.err
+        assert out.read_text(encoding="utf-8") == text

@@ -165,6 +165,9 @@ class Output:
 
     def write(self, obj: dict) -> None:
         line = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+        # A lone surrogate (an id or setting written "\ud800" in the input) has no UTF-8: write it as the
+        # same JSON escape, which reads back as the same id (only strings can hold one).
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         if self._fd is None:
             self._write_stdout(line)
             return
