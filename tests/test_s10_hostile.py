@@ -305,3 +305,19 @@ def test_a_record_id_with_a_lone_surrogate_is_written_escaped_and_resumes(tiny_m
         again = run_quick(*args)
         assert again.code == 0 and "2 records already in" in again.err
         assert out.read_text(encoding="utf-8") == text
+
+
+# --- names longer than the file system allows: no such folder, not a bug --------------------------------
+
+
+def test_a_model_path_too_long_for_the_file_system_is_a_missing_folder():
+    for name in ("/tmp/" + "b" * 300, "b/" * 3000):
+        line = assert_one_error_line(run_quick("generate", "-m", name, "hi"), 2)
+        assert "does not exist" in line  # was "[Errno 36] File name too long" (exit 1)
+
+
+def test_models_and_rm_with_a_weights_dir_too_long_for_the_file_system(tmp_path):
+    weights = tmp_path / ("w" * 300)
+    listing = run_quick("models", "--weights-dir", weights)
+    assert listing.code == 0 and listing.err == "", listing.err
+    assert "not downloaded" in assert_one_error_line(run_quick("rm", "gpt2", "-y", "--weights-dir", weights), 2)

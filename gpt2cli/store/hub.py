@@ -123,7 +123,7 @@ def parse_hub_name(name: str, revision: str | None = None) -> HubRef:
         return HubRef(name, ALIASES[name], revision)
     if _looks_like_path(name):
         path = _expand(name)
-        if path is not None and path.exists():
+        if path is not None and path_is(path, Path.exists):
             raise ModelNotFoundError(f"{name!r} is a file, not a model folder; pass --model PATH to a GPT-2 model folder")
         raise ModelNotFoundError(f"model folder {name!r} does not exist; pass --model PATH to a GPT-2 model folder")
     if _REPO_ID.fullmatch(name) and len(name) <= 96:
@@ -150,7 +150,7 @@ def local_folder(name: str, revision: str | None) -> Path | None:
     if not name.strip():
         raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
     path = _expand(name)
-    if path is None or not path.is_dir():
+    if path is None or not path_is(path, Path.is_dir):
         return None
     if revision is not None:
         raise UsageError(f"--revision applies to Hub models, and {name!r} is a local folder; drop --revision")
@@ -163,6 +163,15 @@ def _expand(name: str) -> Path | None:
         return Path(name).expanduser()
     except (RuntimeError, KeyError, ValueError):
         return None
+
+
+def path_is(path: Path, check) -> bool:
+    """check(path) (Path.exists, Path.is_dir), False where the path cannot be looked up at all (a name
+    longer than the system allows): no folder is there."""
+    try:
+        return check(path)
+    except OSError:
+        return False
 
 
 def _looks_like_path(name: str) -> bool:
@@ -254,11 +263,12 @@ def changed_files(folder: Path, marker: dict) -> list[str]:
 
 def _entry(name: str, repo_id: str, folder: Path) -> ModelEntry:
     marker = read_marker(folder, need=TOKENIZER_ONLY)
-    partial = folder_size(staging_folder(folder)) if staging_folder(folder).is_dir() else 0
+    staged = path_is(staging_folder(folder), Path.is_dir)
+    partial = folder_size(staging_folder(folder)) if staged else 0
     if marker is not None:
         state = "yes" if marker.get("holds", WHOLE_MODEL) == WHOLE_MODEL else "tokenizer"
     else:
-        state = "partial" if staging_folder(folder).is_dir() else "no"
+        state = "partial" if staged else "no"
     return ModelEntry(
         name=name,
         repo_id=repo_id,
