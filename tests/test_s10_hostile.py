@@ -321,3 +321,13 @@ def test_models_and_rm_with_a_weights_dir_too_long_for_the_file_system(tmp_path)
     listing = run_quick("models", "--weights-dir", weights)
     assert listing.code == 0 and listing.err == "", listing.err
     assert "not downloaded" in assert_one_error_line(run_quick("rm", "gpt2", "-y", "--weights-dir", weights), 2)
+
+
+def test_a_branch_with_a_long_name_downloads_into_a_folder_the_file_system_allows(fake_hub, sources, weights):
+    from gpt2cli.store import layout, resolve
+
+    branch = "feature/" + "x" * 240  # git allows it; the folder (and its .lock) exceeded 255 bytes: exit 4
+    commit = fake_hub.add_repo("someone/tiny", sources.tiny, revision=branch)
+    folder = resolve.resolve_model("someone/tiny", revision=branch, weights_dir=weights)
+    assert len(folder.name) < 200 and folder.name.startswith("someone--tiny@feature_xxx")
+    assert json.loads((folder / layout.MARKER).read_text())["commit"] == commit

@@ -180,13 +180,17 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _safe_revision(revision: str) -> str:
-    """A revision usable in a folder name; a hash suffix keeps `a/b` and `a_b` apart."""
+    """A revision usable in a folder name; a hash suffix keeps `a/b` and `a_b` apart, and long ones
+    (a branch name may have hundreds of characters) short enough for a file name with the repo's."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", revision)
-    if safe != revision:
+    if safe != revision or len(safe) > _MAX_REVISION:
         import hashlib
 
-        safe += "-" + hashlib.sha1(revision.encode()).hexdigest()[:8]
+        safe = safe[:_MAX_REVISION] + "-" + hashlib.sha1(revision.encode()).hexdigest()[:8]
     return safe
+
+
+_MAX_REVISION = 64  # owner--name (at most 97) + "@" + this + the hash + ".lock" or ".tmp-": under 255
 
 
 @lru_cache(maxsize=1)
