@@ -331,3 +331,16 @@ def test_a_branch_with_a_long_name_downloads_into_a_folder_the_file_system_allow
     folder = resolve.resolve_model("someone/tiny", revision=branch, weights_dir=weights)
     assert len(folder.name) < 200 and folder.name.startswith("someone--tiny@feature_xxx")
     assert json.loads((folder / layout.MARKER).read_text())["commit"] == commit
+
+
+def test_a_safetensors_header_of_many_megabytes_is_refused_before_it_is_parsed(own_model):
+    # safetensors accepts headers up to 100 MB; 80 MB of entries took 17 s and 1.8 GB to parse and ignore
+    import struct
+
+    path = own_model / "model.safetensors"
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    padded = data[8 : 8 + n] + b" " * (17 << 20)  # the format allows a header padded with spaces
+    path.write_bytes(struct.pack("<Q", len(padded)) + padded + data[8 + n :])
+    line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
+    assert str(path) in line and "header takes 18 MB" in line
