@@ -344,3 +344,11 @@ def test_a_safetensors_header_of_many_megabytes_is_refused_before_it_is_parsed(o
     path.write_bytes(struct.pack("<Q", len(padded)) + padded + data[8 + n :])
     line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
     assert str(path) in line and "header takes 18 MB" in line
+
+
+@pytest.mark.parametrize("name", ["vocab.json", "merges.txt"])
+def test_tokenizer_files_of_a_hundred_megabytes_are_refused_unread(own_model, name):
+    with open(own_model / name, "r+b") as f:
+        f.truncate(100 << 20)  # sparse: cheap to make, and read whole before the fix
+    line = assert_one_error_line(run_quick("tokenize", "-m", own_model, "hi"), 3)
+    assert str(own_model / name) in line and "larger than" in line

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
-from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, remedy
+from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, read_small_text, remedy
 
 ENDOFTEXT = "<|endoftext|>"
 # GPT-2's pre-tokenizer split pattern (tiktoken's r50k/gpt2 pattern).
@@ -21,6 +21,8 @@ _WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u20
 # backtracking on `\s+(?!\S)` overflows the stack on a run of ~1M characters (a Rust panic, not an
 # exception). Texts shorter than this take tiktoken's path untouched. Tests lower it.
 LONG_RUN = 4096
+# GPT-2's vocab.json is 1 MB and merges.txt 0.5 MB; a vocabulary 50 times bigger still fits.
+_MAX_FILE = 64 << 20
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -52,11 +54,12 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
                 f"{fix}"
             )
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-        merge_lines = merges_path.read_text(encoding="utf-8").split("\n")
+        vocab = json.loads(read_small_text(vocab_path, _MAX_FILE))
+        merge_lines = read_small_text(merges_path, _MAX_FILE).split("\n")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         reason = getattr(e, "strerror", None) or str(e)[:80]
-        raise CheckpointError(f"{vocab_path.parent}: cannot read the tokenizer files ({reason}); {fix}") from None
+        where = getattr(e, "filename", None) or vocab_path.parent
+        raise CheckpointError(f"{where}: cannot read the tokenizer files ({reason}); {fix}") from None
     if not isinstance(vocab, dict):
         raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; {fix}")
     decoder = _byte_decoder()
