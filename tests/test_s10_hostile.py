@@ -352,3 +352,15 @@ def test_tokenizer_files_of_a_hundred_megabytes_are_refused_unread(own_model, na
         f.truncate(100 << 20)  # sparse: cheap to make, and read whole before the fix
     line = assert_one_error_line(run_quick("tokenize", "-m", own_model, "hi"), 3)
     assert str(own_model / name) in line and "larger than" in line
+
+
+def test_batch_refuses_to_append_to_a_file_of_records_rather_than_results(tiny_model, tmp_path):
+    # each line has an "id", so the records were taken for results done, and results appended to them
+    source = tmp_path / "in.jsonl"
+    source.write_text(RECORDS + "\n", encoding="utf-8")
+    prompts = tmp_path / "other-prompts.jsonl"
+    prompts.write_text('{"id": "a", "prompt": "one"}\n{"id": "z", "prompt": "two"}\n', encoding="utf-8")
+    before = prompts.read_bytes()
+    line = assert_one_error_line(run_quick("batch", source, "-m", tiny_model, "-n", "2", "-o", prompts), 2)
+    assert "not a batch result" in line
+    assert prompts.read_bytes() == before

@@ -153,7 +153,10 @@ class Output:
             raise refuse  # not the start of a result: someone's data, never cut off
         for line in data[:keep].splitlines():
             try:
-                self.done.add(json.dumps(json.loads(line)["id"]))
+                result = json.loads(line)
+                if not ("tokens" in result or "error" in result):  # e.g. the records of an input file
+                    raise KeyError("tokens")
+                self.done.add(json.dumps(result["id"]))
             except (ValueError, KeyError, TypeError, RecursionError):
                 raise refuse from None
         try:
