@@ -377,3 +377,14 @@ def test_the_re_download_command_an_error_suggests_is_quoted_for_the_shell(own_m
     line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
     suggested = line.split("`")[1]
     assert shlex.split(suggested) == ["gpt2cli", "download", marker["repo_id"], "--revision", "$(reboot)", "--force"]
+
+
+def test_a_tensor_given_twice_is_an_ambiguous_checkpoint(own_model):
+    # `transformer.X` beside `X` (or X in two shards): the one read last was used, silently
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(own_model / "model.safetensors"))
+    tensors["transformer.ln_f.bias"] = tensors["ln_f.bias"] + 1.0
+    save_file(tensors, str(own_model / "model.safetensors"), metadata={"format": "pt"})
+    line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
+    assert "ln_f.bias" in line and "ambiguous" in line

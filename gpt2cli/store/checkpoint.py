@@ -162,7 +162,13 @@ def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
     found: dict[str, tuple[np.ndarray, Path]] = {}
     for path in weight_files(folder):
         for name, array in _map_tensors(path).items():
-            found[name.removeprefix("transformer.")] = (array, path)
+            bare = name.removeprefix("transformer.")
+            if bare in found and not _IGNORED.match(bare):  # two shards, or `h.0.x` beside `transformer.h.0.x`
+                raise CheckpointError(
+                    f"{path}: holds tensor {name!r}, which {found[bare][1]} holds too; the checkpoint is "
+                    f"ambiguous: {layout.remedy(folder)}"
+                )
+            found[bare] = (array, path)
     fix = f"the config contradicts the weights: {layout.remedy(folder)}"
     layer_of = {name: int(m.group(1)) for name in found if (m := _LAYER.match(name))}
     for name, layer in layer_of.items():
