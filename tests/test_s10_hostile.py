@@ -388,3 +388,11 @@ def test_a_tensor_given_twice_is_an_ambiguous_checkpoint(own_model):
     save_file(tensors, str(own_model / "model.safetensors"), metadata={"format": "pt"})
     line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
     assert "ln_f.bias" in line and "ambiguous" in line
+
+
+def test_a_byte_order_mark_before_the_first_record_is_not_part_of_it(tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + RECORDS.encode())  # as Notepad saves UTF-8
+    r = run_quick("batch", source, "-m", tiny_model, "-n", "2")
+    assert r.code == 0, r.err  # the first record was an error line: "Unexpected UTF-8 BOM"
+    assert sorted(json.loads(line)["id"] for line in r.stdout.splitlines()) == ["a", "b"]

@@ -69,6 +69,8 @@ def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt")
         if lines:
             yield Record(number, text, {}, number)
             continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # the byte order mark Windows editors start a UTF-8 file with
         if not text.strip():
             continue
         yield _parse(text, number, field)
