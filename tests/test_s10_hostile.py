@@ -74,7 +74,7 @@ def test_batch_into_dev_full_is_disk_full_not_an_endless_read(tiny_model, tmp_pa
     # Reading /dev/full never ends: before the fix this grew until memory ran out.
     r = run("batch", source, "-m", tiny_model, "-n", "2", "-o", "/dev/full", preexec_fn=_limit_memory, timeout=60)
     line = assert_one_error_line(r, 5)
-    assert "No space left on device" in line
+    assert "cannot write the output file /dev/full (No space left on device)" in line and "-o" in line
 
 
 def test_batch_writes_into_a_fifo_without_reading_it(tiny_model, tmp_path):
@@ -396,3 +396,25 @@ def test_a_byte_order_mark_before_the_first_record_is_not_part_of_it(tiny_model,
     r = run_quick("batch", source, "-m", tiny_model, "-n", "2")
     assert r.code == 0, r.err  # the first record was an error line: "Unexpected UTF-8 BOM"
     assert sorted(json.loads(line)["id"] for line in r.stdout.splitlines()) == ["a", "b"]
+
+
+def test_output_file_filling_up_mid_line_keeps_the_earlier_results_and_resumes(tiny_model, tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "prompt": f"p{i}"}) + "\n" for i in range(6)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    assert run("batch", source, "-m", tiny_model, "-n", "2", "-b", "1", "-o", out).code == 0
+    whole = out.read_text(encoding="utf-8").splitlines()
+    kept = "".join(line + "\n" for line in whole[:2])
+    out.write_text(kept, encoding="utf-8")
+    limit = len(kept.encode()) + 40  # the file may grow by 40 bytes: the next line is cut mid-way
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = run("batch", source, "-m", tiny_model, "-n", "2", "-b", "1", "-o", out, preexec_fn=small_disk)
+    line = assert_one_error_line(r, 5)
+    assert f"cannot write the output file {out}" in line and "run the same command again" in line
+    assert out.read_text(encoding="utf-8").startswith(kept)
+    again = run("batch", source, "-m", tiny_model, "-n", "2", "-b", "1", "-o", out)
+    assert again.code == 0, again.err
+    assert sorted(out.read_text(encoding="utf-8").splitlines()) == sorted(whole)

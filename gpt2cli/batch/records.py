@@ -6,6 +6,7 @@ Knows files and JSON; knows nothing of terminals or options.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from gpt2cli.decoding.generate import Overflow
-from gpt2cli.errors import UsageError
+from gpt2cli.errors import OutputFullError, UsageError
 from gpt2cli.request import Request
 
 # A record's decoding settings (generate's long option names, with underscores) and their JSON types.
@@ -181,6 +182,13 @@ class Output:
         try:
             while data:
                 data = data[os.write(self._fd, data) :]
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            raise OutputFullError(  # what was written stays; a torn last line is cut off by the rerun
+                f"cannot write the output file {self.path} ({e.strerror}); free some space and run the same "
+                "command again to resume, or choose another file with -o"
+            ) from None
         finally:
             _release_signals(held)
 
