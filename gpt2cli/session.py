@@ -173,7 +173,7 @@ class Session:
         check_memory(needed, rows_param, rows, len(ids), max_new_tokens, self.copies_to_come())
         if contrastive is not None:
             if Overflow.of(on_overflow) is Overflow.TRUNCATE:
-                ids = fit_prompt(ids, self.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn)
+                ids = fit_prompt(ids, self.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn, slides=False)
             alpha, top_k = contrastive
             steps = contrastive_search(
                 self.model, ids, penalty_alpha=alpha, top_k=top_k, max_new_tokens=max_new_tokens,

@@ -210,3 +210,18 @@ def test_output_file_filling_up_mid_line_keeps_the_earlier_results_and_resumes(t
     again = run("batch", source, "-m", tiny_model, "-n", "2", "-b", "1", "-o", out)
     assert again.code == 0, again.err
     assert sorted(out.read_text(encoding="utf-8").splitlines()) == sorted(whole)
+
+
+# --- an error's remedy is one that works --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("compare", "-s", "greedy", "--on-overflow", "slide"), ("compare", "-s", "greedy", "--on-overflow", "error"),
+     ("generate", "--penalty-alpha", "0.5", "--on-overflow", "truncate")],
+    ids=["compare-slide", "compare-error", "contrastive-truncate"],
+)  # fmt: skip
+def test_a_max_tokens_beyond_the_context_is_not_told_to_slide_where_nothing_slides(tiny_model, args):
+    # compare (whose `slide` is `truncate`) and contrastive search cannot slide, yet were told to
+    line = assert_one_error_line(run_quick(*args, "-m", tiny_model, "-n", "500", "hi"), 2)
+    assert "slide" not in line and "lower --max-tokens below 128" in line
