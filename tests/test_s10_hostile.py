@@ -75,7 +75,8 @@ def test_batch_into_dev_full_is_disk_full_not_an_endless_read(tiny_model, tmp_pa
     source = tmp_path / "in.jsonl"
     source.write_text(RECORDS, encoding="utf-8")
     # Reading /dev/full never ends: before the fix this grew until memory ran out.
-    r = run("batch", source, "-m", tiny_model, "-n", "2", "-o", "/dev/full", preexec_fn=_limit_memory, env=_ONE_BLAS_THREAD, timeout=60)
+    args = ("batch", source, "-m", tiny_model, "-n", "2", "-o", "/dev/full")
+    r = run(*args, preexec_fn=_limit_memory, env=_ONE_BLAS_THREAD, timeout=60)
     line = assert_one_error_line(r, 5)
     assert "cannot write the output file /dev/full (No space left on device)" in line and "-o" in line
 

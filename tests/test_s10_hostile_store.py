@@ -41,10 +41,11 @@ def test_a_marker_that_is_a_fifo_or_endless_is_not_read(own_model, kind):
         os.mkfifo(own_model / MARKER)
     else:
         (own_model / MARKER).symlink_to("/dev/zero")
-    r = run("generate", "-m", own_model, "-n", "2", "-t", "0", "hi", preexec_fn=_limit_memory, env=_ONE_BLAS_THREAD, timeout=60)
+    limited = dict(preexec_fn=_limit_memory, env=_ONE_BLAS_THREAD, timeout=60)
+    r = run("generate", "-m", own_model, "-n", "2", "-t", "0", "hi", **limited)
     assert r.code == 0 and r.err == "", r.err
     (own_model / "config.json").write_text("{", encoding="utf-8")
-    r = run("generate", "-m", own_model, "-n", "2", "hi", preexec_fn=_limit_memory, env=_ONE_BLAS_THREAD, timeout=60)
+    r = run("generate", "-m", own_model, "-n", "2", "hi", **limited)
     assert "config.json" in assert_one_error_line(r, 3)
 
 
