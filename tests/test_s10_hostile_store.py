@@ -226,3 +226,19 @@ def test_a_tensor_given_twice_is_an_ambiguous_checkpoint(own_model):
     save_file(tensors, str(own_model / "model.safetensors"), metadata={"format": "pt"})
     line = assert_one_error_line(run_quick("generate", "-m", own_model, "-n", "2", "hi"), 3)
     assert "ln_f.bias" in line and "ambiguous" in line
+
+
+def test_a_hub_config_listed_at_megabytes_is_refused_before_it_is_fetched(fake_hub, tiny_model, tmp_path, weights):
+    import shutil
+
+    from gpt2cli.errors import CheckpointError
+    from gpt2cli.store import resolve
+
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_model, repo)
+    config = (repo / "config.json").read_text(encoding="utf-8")
+    (repo / "config.json").write_text(config + " " * (17 << 20), encoding="utf-8")  # valid JSON, 17 MB
+    fake_hub.add_repo("someone/padded", repo)
+    with pytest.raises(CheckpointError, match="lists config.json at 18 MB"):
+        resolve.resolve_model("someone/padded", weights_dir=weights)
+    assert fake_hub.count("GET", "config.json") == 0, "fetched before it was refused"

@@ -73,7 +73,7 @@ def weight_files(folder: Path) -> list[Path]:
         return [single]
     if index.is_file():
         try:
-            text = layout.read_small_text(index, 16 << 20)  # GPT-2's indexes are ~30 kB
+            text = layout.read_small_text(index)
         except (OSError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{index}: cannot read the shard index ({_reason(e)}); {layout.remedy(folder)}") from None
         # The index may name only files beside it: never a path, never a file outside the folder.

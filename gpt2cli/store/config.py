@@ -16,8 +16,6 @@ _FIX = "fix config.json or re-download the model"
 # No GPT-2 size comes near this; a bigger one is a broken or hostile config (the weights' headers are
 # checked against the sizes before anything is allocated, this only keeps the numbers sane).
 _MAX_SIZE = 2**31 - 1
-# GPT-2's config.json is under 1 kB; one of megabytes is not a config, and is not read into memory.
-_MAX_FILE = 16 << 20
 
 
 def _shown(value: object) -> str:
@@ -88,7 +86,7 @@ def read_config(path: Path) -> GPT2Config:
     path = Path(path)
     fix = layout.remedy(path.parent)
     try:
-        d = json.loads(layout.read_small_text(path, _MAX_FILE))
+        d = json.loads(layout.read_small_text(path, layout.MAX_SIZE[layout.CONFIG_FILE]))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: config.json is missing; the folder is not a complete model") from None
     except (OSError, UnicodeDecodeError) as e:

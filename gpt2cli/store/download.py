@@ -170,6 +170,7 @@ def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> lis
         missing = [f for f in TOKENIZER_FILES if f not in names]
         if missing:
             raise ModelNotFoundError(f"{where} lacks {', '.join(missing)}; pick another repo or --revision")
+        _refuse_oversized(where, info, list(TOKENIZER_FILES))
         return list(TOKENIZER_FILES)
     weights = layout.weight_files(names, where)
     if not weights:
@@ -181,7 +182,20 @@ def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> lis
             f"{where} lacks {', '.join(missing)}; gpt2cli needs config.json, vocab.json, merges.txt and "
             "safetensors weights: pick another repo or --revision"
         )
+    _refuse_oversized(where, info, required + weights)
     return required + weights
+
+
+def _refuse_oversized(where: str, info: _RepoInfo, files: list[str]) -> None:
+    """A small file the Hub lists at more than a model folder's reader takes is refused before it is
+    fetched: gigabytes downloaded only to be refused."""
+    for name in files:
+        size, limit = info.files[name].size, layout.MAX_SIZE.get(name)
+        if limit is not None and size is not None and size > limit:
+            raise CheckpointError(
+                f"{where} lists {name} at {size / 1e6:.0f} MB, where gpt2cli reads at most {limit >> 20} MB; "
+                "it is not a GPT-2 model: pick another repo or --revision"
+            )
 
 
 def _prepare_staging(staging: Path, commit: str, *, fresh: bool) -> None:

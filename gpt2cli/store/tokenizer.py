@@ -21,8 +21,6 @@ _WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u20
 # backtracking on `\s+(?!\S)` overflows the stack on a run of ~1M characters (a Rust panic, not an
 # exception). Texts shorter than this take tiktoken's path untouched. Tests lower it.
 LONG_RUN = 4096
-# GPT-2's vocab.json is 1 MB and merges.txt 0.5 MB; a vocabulary 50 times bigger still fits.
-_MAX_FILE = 64 << 20
 
 
 def _byte_decoder() -> dict[str, int]:
@@ -54,8 +52,8 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
                 f"{fix}"
             )
     try:
-        vocab = json.loads(read_small_text(vocab_path, _MAX_FILE))
-        merge_lines = read_small_text(merges_path, _MAX_FILE).split("\n")
+        vocab = json.loads(read_small_text(vocab_path))
+        merge_lines = read_small_text(merges_path).split("\n")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         reason = getattr(e, "strerror", None) or str(e)[:80]
         where = getattr(e, "filename", None) or vocab_path.parent
