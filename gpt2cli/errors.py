@@ -59,6 +59,12 @@ class CheckpointError(GPT2CLIError):
     exit_code = 3
 
 
+class OutputFullError(GPT2CLIError):
+    """The disk the output goes to is full (or the file may grow no more)."""
+
+    exit_code = 5
+
+
 class DownloadError(GPT2CLIError):
     """The Hub could not be reached, or refused or interrupted a download."""
 

@@ -165,14 +165,15 @@ class Session:
         last_position's otherwise), shared with other decodings.
         """
         generate_module.check_options(max_new_tokens, num_samples, on_overflow)
+        rows_param, rows = ("num_samples", num_samples) if contrastive is None else ("top_k", contrastive[1])
         if contrastive is None:
             needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, num_samples)
-        else:  # the k candidates' rows hold the whole sequence each
-            needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, 1) * contrastive[1]
-        check_memory(needed, "num_samples", num_samples, len(ids), max_new_tokens, self.copies_to_come())
+        else:  # the k candidates' rows (never more than the vocabulary has) hold the whole sequence each
+            needed = generate_module.cache_bytes(self.config, len(ids), max_new_tokens, 1) * min(rows, self.config.vocab_size)
+        check_memory(needed, rows_param, rows, len(ids), max_new_tokens, self.copies_to_come())
         if contrastive is not None:
             if Overflow.of(on_overflow) is Overflow.TRUNCATE:
-                ids = fit_prompt(ids, self.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn)
+                ids = fit_prompt(ids, self.config.n_positions, max_new_tokens, Overflow.TRUNCATE, warn, slides=False)
             alpha, top_k = contrastive
             steps = contrastive_search(
                 self.model, ids, penalty_alpha=alpha, top_k=top_k, max_new_tokens=max_new_tokens,

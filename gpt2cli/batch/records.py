@@ -6,15 +6,17 @@ Knows files and JSON; knows nothing of terminals or options.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import IO, Iterator
 
 from gpt2cli.decoding.generate import Overflow
-from gpt2cli.errors import UsageError
+from gpt2cli.errors import OutputFullError, UsageError
 from gpt2cli.request import Request
 
 # A record's decoding settings (generate's long option names, with underscores) and their JSON types.
@@ -68,6 +70,8 @@ def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt")
         if lines:
             yield Record(number, text, {}, number)
             continue
+        if number == 1:
+            text = text.removeprefix("\ufeff")  # the byte order mark Windows editors start a UTF-8 file with
         if not text.strip():
             continue
         yield _parse(text, number, field)
@@ -141,17 +145,23 @@ class Output:
 
     def _open(self, path: Path) -> None:
         try:
-            data = path.read_bytes() if path.exists() else b""
+            # Only a regular file can hold earlier results: a device or a pipe (/dev/full, /dev/stdout,
+            # a FIFO) is written to, never read, since reading one may never end or never return.
+            data = path.read_bytes() if path.exists() and stat.S_ISREG(path.stat().st_mode) else b""
         except OSError as e:
             raise UsageError(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
+        refuse = UsageError(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
         keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
+        if not _torn_result(data[keep:]):
+            raise refuse  # not the start of a result: someone's data, never cut off
         for line in data[:keep].splitlines():
             try:
-                self.done.add(json.dumps(json.loads(line)["id"]))
+                result = json.loads(line)
+                if not ("tokens" in result or "error" in result):  # e.g. the records of an input file
+                    raise KeyError("tokens")
+                self.done.add(json.dumps(result["id"]))
             except (ValueError, KeyError, TypeError, RecursionError):
-                raise UsageError(
-                    f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote"
-                ) from None
+                raise refuse from None
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             if keep < len(data):
@@ -161,6 +171,9 @@ class Output:
 
     def write(self, obj: dict) -> None:
         line = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
+        # A lone surrogate (an id or setting written "\ud800" in the input) has no UTF-8: write it as the
+        # same JSON escape, which reads back as the same id (only strings can hold one).
+        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
         if self._fd is None:
             self._write_stdout(line)
             return
@@ -169,6 +182,13 @@ class Output:
         try:
             while data:
                 data = data[os.write(self._fd, data) :]
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise
+            raise OutputFullError(  # what was written stays; a torn last line is cut off by the rerun
+                f"cannot write the output file {self.path} ({e.strerror}); free some space and run the same "
+                "command again to resume, or choose another file with -o"
+            ) from None
         finally:
             _release_signals(held)
 
@@ -176,6 +196,15 @@ class Output:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_RESULT_START = b'{"id": '  # how every line Output.write writes begins
+
+
+def _torn_result(tail: bytes) -> bool:
+    """Whether the bytes after the last newline can be a result line cut short by a crash (or the zeros
+    a crash can leave): only those are cut off; anything else is someone's data."""
+    return tail.startswith(_RESULT_START) or _RESULT_START.startswith(tail) or not tail.strip(b"\0")
 
 
 def _hold_signals():

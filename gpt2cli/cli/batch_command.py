@@ -98,7 +98,13 @@ def batch(
         import_ray()  # before anything else, so a missing Ray is said at once
     stream = _open_input(source)
     writer = Writer()
-    out = Output(output, writer.write)
+    try:
+        _refuse_input_as_output(stream, output)
+        out = Output(output, writer.write)
+    except BaseException:
+        if stream is not sys.stdin:
+            stream.close()
+        raise
     progress = _batch_progress(_count_records(source)) if stderr_is_tty() else (lambda tally: None)
     records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
     options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
@@ -166,6 +172,22 @@ def _open_input(source: str):
         return open(source, encoding="utf-8", errors="replace")
     except OSError as e:
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
+
+
+def _refuse_input_as_output(stream, output: Path | None) -> None:
+    """-o naming INPUT itself (or the file stdin reads) would append results to the records being read,
+    and take the records for results already done: refused before either file is touched."""
+    import os
+    import stat
+
+    if output is None:
+        return
+    try:
+        given, written = os.fstat(stream.fileno()), os.stat(output)
+    except (OSError, ValueError, AttributeError):  # no -o file yet, or an input with no file behind it
+        return
+    if stat.S_ISREG(written.st_mode) and os.path.samestat(given, written):
+        raise UsageError(f"-o {output} is the INPUT file itself; give -o another file for the results")
 
 
 def _count_records(source: str) -> int | None:

@@ -159,7 +159,8 @@ def compare(
     session = open_session(model, revision, weights_dir, offline)
     # Every row sees the same context, and beams do not slide: a prompt that does not fit is cut.
     mode = Overflow.TRUNCATE if on_overflow is Overflow.SLIDE else on_overflow
-    ids = fit_prompt(session.prompt_ids(text, allow_special), session.model.config.n_positions, max_tokens, mode, note)
+    n_ctx = session.model.config.n_positions
+    ids = fit_prompt(session.prompt_ids(text, allow_special), n_ctx, max_tokens, mode, note, slides=False)
     table = out.is_tty and not json_out
     progress = ProgressLine("comparing", delay=0.0, unit="decoding") if stderr_is_tty() else None
     rows, shared = [], session.prefills(ids, max_tokens, chosen)  # the prompt prefilled once for every row

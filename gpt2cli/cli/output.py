@@ -106,10 +106,15 @@ def _finite(value):
     return value
 
 
+# Control characters shown escaped in notes: a file name or value a stranger chose (a Hub repo's file
+# names, a folder's) must not move the cursor, retitle or clear the user's terminal, or add a line.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x09}
+
+
 def note(message: str) -> None:
     """A one-line diagnostic on stderr (never stdout)."""
     try:
-        sys.stderr.write(f"gpt2cli: {message}\n")
+        sys.stderr.write(f"gpt2cli: {message.translate(_CONTROLS)}\n")
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):  # stderr closed (`2>&-`) or its reader gone: go on without notes
         pass

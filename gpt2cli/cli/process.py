@@ -2,7 +2,7 @@
 and every failure turned into one line on stderr (the traceback too under GPT2CLI_DEBUG=1).
 
 Exit codes: 0 ok, 1 unexpected error, 2 usage (bad option, unknown model, missing files),
-3 broken checkpoint or tokenizer, 4 download failure, 5 stdout cannot be written (disk full),
+3 broken checkpoint or tokenizer, 4 download failure, 5 stdout or batch -o cannot be written (disk full),
 6 some batch records failed, 130 interrupted (Ctrl-C), 141 stdout closed (e.g. `| head`), 143 terminated (SIGTERM).
 """
 

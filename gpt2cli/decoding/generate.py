@@ -81,24 +81,33 @@ def check_options(max_new_tokens: int, num_samples: int = 1, on_overflow: Overfl
 
 
 def fit_prompt(
-    prompt: list[int], n_ctx: int, max_new_tokens: int, mode: Overflow | str, warn: Callable[[str], None]
+    prompt: list[int], n_ctx: int, max_new_tokens: int, mode: Overflow | str, warn: Callable[[str], None],
+    slides: bool = True,
 ) -> list[int]:
-    """The prompt as the model will see it under the overflow mode; raises for `error` mode."""
+    """The prompt as the model will see it under the overflow mode; raises for `error` mode.
+
+    slides: whether the decoding can slide at all (contrastive search and compare cannot), so that
+    the errors suggest `slide` only where it helps."""
     mode = Overflow.of(mode)
     n = len(prompt)
     if mode is Overflow.ERROR:
         if n + max_new_tokens > n_ctx:
+            other = "slide" if slides else "truncate" if max_new_tokens < n_ctx else None
+            remedy = f"shorten the prompt, lower {{max_new_tokens}}, or use {{on_overflow}} {other}" if other else (
+                f"lower {{max_new_tokens}} below {n_ctx}"
+            )  # fmt: skip
             raise ContextOverflowError(
                 f"the prompt ({n} tokens) plus {{max_new_tokens}} ({max_new_tokens}) exceed the model's context of "
-                f"{n_ctx} tokens; shorten the prompt, lower {{max_new_tokens}}, or use {{on_overflow}} slide",
+                f"{n_ctx} tokens; {remedy}",
                 "max_new_tokens", "on_overflow",
             )
         return prompt
     if mode is Overflow.TRUNCATE:
         if max_new_tokens >= n_ctx:
+            remedy = "or use {on_overflow} slide" if slides else f"below {n_ctx}"
             raise ContextOverflowError(
                 f"{{max_new_tokens}} {max_new_tokens} leaves no room for the prompt in the model's context of "
-                f"{n_ctx} tokens; lower {{max_new_tokens}} or use {{on_overflow}} slide",
+                f"{n_ctx} tokens; lower {{max_new_tokens}} {remedy}",
                 "max_new_tokens", "on_overflow",
             )
         keep = n_ctx - max_new_tokens
@@ -174,7 +183,8 @@ def _steps(
         cache = prefix.cache.repeat(1) if shared else prefix.cache
     logits = np.repeat(prefix.logits, num_samples, axis=0)  # [B, V]
     prefix = None  # only through cache from here, so a slide lets the prompt's keys and values go
-    sequences = np.empty((num_samples, len(prompt) + max_new_tokens), dtype=np.int64)  # [B, prompt + new]
+    # [B, prompt + new so far]: grown as tokens come, since -n may ask for more than memory holds (it slides)
+    sequences = np.empty((num_samples, len(prompt) + min(max_new_tokens, n_ctx)), dtype=np.int64)
     sequences[:, : len(prompt)] = prompt
     length = len(prompt)  # of every row in sequences
     eos = np.zeros(num_samples, dtype=bool)
@@ -190,6 +200,8 @@ def _steps(
         yield Step(tokens=tokens, logprobs=lp, eos=eos.copy())
         if eos.all() or i == max_new_tokens - 1:
             return
+        if length == sequences.shape[1]:
+            sequences = np.concatenate([sequences, np.empty_like(sequences)], axis=1)  # [B, 2 * length]
         sequences[:, length] = tokens
         length += 1
         if cache.length == n_ctx:  # (a cache sized below n_ctx is never filled before the last step)

@@ -20,6 +20,8 @@ from gpt2cli.spec import Block, GPT2Config, Weights
 from gpt2cli.store import layout
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+# A GPT-2 header lists ~15 tensors a layer at ~100 bytes each: even 1000 layers stay far below this.
+_MAX_HEADER = 16_000_000
 # Buffers some GPT-2 checkpoints carry that are not weights (causal masks), and the tied head.
 _LAYER = re.compile(r"^h\.(\d+)\.")
 _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$|^lm_head\.weight$")
@@ -71,7 +73,7 @@ def weight_files(folder: Path) -> list[Path]:
         return [single]
     if index.is_file():
         try:
-            text = index.read_text(encoding="utf-8")
+            text = layout.read_small_text(index)
         except (OSError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{index}: cannot read the shard index ({_reason(e)}); {layout.remedy(folder)}") from None
         # The index may name only files beside it: never a path, never a file outside the folder.
@@ -100,11 +102,18 @@ def _read_header(path: Path) -> tuple[dict, int]:
 
     try:  # our own open first: a file we may not read is a permission problem, not a corrupt file
         with open(path, "rb") as f:
-            f.read(1)
+            first, file_size = f.read(8), os.fstat(f.fileno()).st_size
     except OSError as e:
         raise CheckpointError(
             f"{path}: cannot read the weights ({_reason(e)}); fix the file's permissions, or pass --model another model"
         ) from None
+    header_size = struct.unpack("<Q", first)[0] if len(first) == 8 else 0
+    if _MAX_HEADER < header_size <= file_size - 8:  # (one longer than the file: safetensors says truncated)
+        # safetensors reads headers up to 100 MB: parsed into Python objects, gigabytes and seconds
+        raise CheckpointError(
+            f"{path}: its header takes {header_size / 1e6:.0f} MB, where a GPT-2 checkpoint's takes well under "
+            f"{_MAX_HEADER // 1_000_000} MB; it is corrupt or not a GPT-2 checkpoint: {layout.remedy(path.parent)}"
+        )
     try:
         with safe_open(str(path), framework="numpy"):
             pass
@@ -153,7 +162,13 @@ def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
     found: dict[str, tuple[np.ndarray, Path]] = {}
     for path in weight_files(folder):
         for name, array in _map_tensors(path).items():
-            found[name.removeprefix("transformer.")] = (array, path)
+            bare = name.removeprefix("transformer.")
+            if bare in found and not _IGNORED.match(bare):  # two shards, or `h.0.x` beside `transformer.h.0.x`
+                raise CheckpointError(
+                    f"{path}: holds tensor {name!r}, which {found[bare][1]} holds too; the checkpoint is "
+                    f"ambiguous: {layout.remedy(folder)}"
+                )
+            found[bare] = (array, path)
     fix = f"the config contradicts the weights: {layout.remedy(folder)}"
     layer_of = {name: int(m.group(1)) for name in found if (m := _LAYER.match(name))}
     for name, layer in layer_of.items():

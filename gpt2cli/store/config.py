@@ -72,6 +72,8 @@ def from_dict(d: dict, source: str = "config.json", fix: str = _FIX) -> GPT2Conf
         raise CheckpointError(
             f"{source}: eos_token_id must be a token id below vocab_size={config.vocab_size}, got {_shown(eos)}; {fix}"
         )
+    if config.n_positions < 2:  # a prompt token and the one it predicts: the least a run (or a slide) holds
+        raise CheckpointError(f"{source}: n_positions={config.n_positions} is too small: a context holds at least 2 tokens; {fix}")
     if config.n_embd % config.n_head:
         raise CheckpointError(
             f"{source}: n_embd={config.n_embd} is not divisible by n_head={config.n_head}; {fix}"
@@ -84,7 +86,7 @@ def read_config(path: Path) -> GPT2Config:
     path = Path(path)
     fix = layout.remedy(path.parent)
     try:
-        d = json.loads(path.read_text(encoding="utf-8"))
+        d = json.loads(layout.read_small_text(path, layout.MAX_SIZE[layout.CONFIG_FILE]))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: config.json is missing; the folder is not a complete model") from None
     except (OSError, UnicodeDecodeError) as e:

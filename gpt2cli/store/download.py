@@ -28,7 +28,7 @@ from gpt2cli.store.fetch import Remote, fetch_file, remote_files, run_interrupti
 from gpt2cli.store.hub_errors import hub_errors
 from gpt2cli.store.hub import HubRef, endpoint, read_marker, staging_folder
 from gpt2cli.store.layout import (
-    CONFIG_FILE, MARKER, SHARD_INDEX, SINGLE_WEIGHTS, TOKENIZER_FILES, TOKENIZER_ONLY, WHOLE_MODEL,
+    CONFIG_FILE, MARKER, SHARD_INDEX, SINGLE_WEIGHTS, TOKENIZER_FILES, TOKENIZER_ONLY, WHOLE_MODEL, read_small_text,
 )  # fmt: skip
 
 _STAGING_NOTE = ".gpt2cli-staging"  # the commit a staging folder is downloading, so resumes never mix commits
@@ -170,6 +170,7 @@ def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> lis
         missing = [f for f in TOKENIZER_FILES if f not in names]
         if missing:
             raise ModelNotFoundError(f"{where} lacks {', '.join(missing)}; pick another repo or --revision")
+        _refuse_oversized(where, info, list(TOKENIZER_FILES))
         return list(TOKENIZER_FILES)
     weights = layout.weight_files(names, where)
     if not weights:
@@ -181,7 +182,20 @@ def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> lis
             f"{where} lacks {', '.join(missing)}; gpt2cli needs config.json, vocab.json, merges.txt and "
             "safetensors weights: pick another repo or --revision"
         )
+    _refuse_oversized(where, info, required + weights)
     return required + weights
+
+
+def _refuse_oversized(where: str, info: _RepoInfo, files: list[str]) -> None:
+    """A small file the Hub lists at more than a model folder's reader takes is refused before it is
+    fetched: gigabytes downloaded only to be refused."""
+    for name in files:
+        size, limit = info.files[name].size, layout.MAX_SIZE.get(name)
+        if limit is not None and size is not None and size > limit:
+            raise CheckpointError(
+                f"{where} lists {name} at {size / 1e6:.0f} MB, where gpt2cli reads at most {limit >> 20} MB; "
+                "it is not a GPT-2 model: pick another repo or --revision"
+            )
 
 
 def _prepare_staging(staging: Path, commit: str, *, fresh: bool) -> None:
@@ -271,7 +285,7 @@ def _replace_folder(staging: Path, folder: Path, *, force: bool) -> None:
 
 def _carry_over(old: Path, new: Path, *, force: bool) -> None:
     try:
-        listed = json.loads((old / MARKER).read_text(encoding="utf-8"))["files"]
+        listed = json.loads(read_small_text(old / MARKER))["files"]
         listed = listed if isinstance(listed, dict) else {}
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         listed = {}

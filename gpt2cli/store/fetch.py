@@ -157,13 +157,20 @@ def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threadi
                 if bar is not None:
                     bar.reset(total=remote.size)
                     bar.update(have if mode == "ab" else 0)
+                # Never more than the Hub listed: a server (or proxy) sending without end must not fill the disk.
+                left = None if remote.size is None else remote.size - (have if mode == "ab" else 0)
                 with open(part, mode, buffering=0) as f:  # unbuffered: a killed run keeps every byte received
                     for chunk in response.iter_bytes():
                         if stop.is_set():
                             return
+                        if left is not None:
+                            chunk = chunk[:left]
+                            left -= len(chunk)
                         f.write(chunk)
                         if bar is not None:
                             bar.update(len(chunk))
+                        if left == 0:
+                            break  # the rest, if any, is not the listed file: the checksum judges what came
             if remote.size is None or part.stat().st_size >= remote.size:
                 return
         except Exception as e:  # noqa: BLE001 - transport errors: resume; HTTP errors: raised below

@@ -13,7 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from gpt2cli.errors import ModelNotFoundError, UsageError
-from gpt2cli.store.layout import MARKER, TOKENIZER_ONLY, WHOLE_MODEL
+from gpt2cli.store.layout import MARKER, TOKENIZER_ONLY, WHOLE_MODEL, read_small_text
 
 ALIASES: dict[str, str] = {
     "gpt2": "openai-community/gpt2",
@@ -123,7 +123,7 @@ def parse_hub_name(name: str, revision: str | None = None) -> HubRef:
         return HubRef(name, ALIASES[name], revision)
     if _looks_like_path(name):
         path = _expand(name)
-        if path is not None and path.exists():
+        if path is not None and path_is(path, Path.exists):
             raise ModelNotFoundError(f"{name!r} is a file, not a model folder; pass --model PATH to a GPT-2 model folder")
         raise ModelNotFoundError(f"model folder {name!r} does not exist; pass --model PATH to a GPT-2 model folder")
     if _REPO_ID.fullmatch(name) and len(name) <= 96:
@@ -150,7 +150,7 @@ def local_folder(name: str, revision: str | None) -> Path | None:
     if not name.strip():
         raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
     path = _expand(name)
-    if path is None or not path.is_dir():
+    if path is None or not path_is(path, Path.is_dir):
         return None
     if revision is not None:
         raise UsageError(f"--revision applies to Hub models, and {name!r} is a local folder; drop --revision")
@@ -165,19 +165,32 @@ def _expand(name: str) -> Path | None:
         return None
 
 
+def path_is(path: Path, check) -> bool:
+    """check(path) (Path.exists, Path.is_dir), False where the path cannot be looked up at all (a name
+    longer than the system allows): no folder is there."""
+    try:
+        return check(path)
+    except OSError:
+        return False
+
+
 def _looks_like_path(name: str) -> bool:
     """`./x`, `/x`, `~/x`, `a/b/c`, `x/`: meant as a folder, never as an owner/name repo id."""
     return name.startswith((".", "/", "~")) or name.endswith("/") or name.count("/") > 1 or "\\" in name
 
 
 def _safe_revision(revision: str) -> str:
-    """A revision usable in a folder name; a hash suffix keeps `a/b` and `a_b` apart."""
+    """A revision usable in a folder name; a hash suffix keeps `a/b` and `a_b` apart, and long ones
+    (a branch name may have hundreds of characters) short enough for a file name with the repo's."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", revision)
-    if safe != revision:
+    if safe != revision or len(safe) > _MAX_REVISION:
         import hashlib
 
-        safe += "-" + hashlib.sha1(revision.encode()).hexdigest()[:8]
+        safe = safe[:_MAX_REVISION] + "-" + hashlib.sha1(revision.encode()).hexdigest()[:8]
     return safe
+
+
+_MAX_REVISION = 64  # owner--name (at most 97) + "@" + this + the hash + ".lock" or ".tmp-": under 255
 
 
 @lru_cache(maxsize=1)
@@ -217,10 +230,7 @@ def read_marker(folder: Path, need: str = WHOLE_MODEL) -> dict | None:
     never replaces a folder the user changed unless asked (`download --force`); see changed_files().
     """
     try:
-        path = Path(folder) / MARKER
-        if path.stat().st_size > _MAX_MARKER:
-            return None
-        marker = json.loads(path.read_text(encoding="utf-8"))
+        marker = json.loads(read_small_text(Path(folder) / MARKER, _MAX_MARKER))
         files, holds = marker["files"], marker.get("holds", WHOLE_MODEL)
         if not isinstance(marker["repo_id"], str) or not isinstance(files, dict) or holds not in (WHOLE_MODEL, TOKENIZER_ONLY):
             return None
@@ -257,11 +267,12 @@ def changed_files(folder: Path, marker: dict) -> list[str]:
 
 def _entry(name: str, repo_id: str, folder: Path) -> ModelEntry:
     marker = read_marker(folder, need=TOKENIZER_ONLY)
-    partial = folder_size(staging_folder(folder)) if staging_folder(folder).is_dir() else 0
+    staged = path_is(staging_folder(folder), Path.is_dir)
+    partial = folder_size(staging_folder(folder)) if staged else 0
     if marker is not None:
         state = "yes" if marker.get("holds", WHOLE_MODEL) == WHOLE_MODEL else "tokenizer"
     else:
-        state = "partial" if staging_folder(folder).is_dir() else "no"
+        state = "partial" if staged else "no"
     return ModelEntry(
         name=name,
         repo_id=repo_id,

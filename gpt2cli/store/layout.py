@@ -5,8 +5,12 @@ Used for a Hub repo's file list (what to fetch) and for a folder on disk (what t
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
+import shlex
+import stat
 from collections.abc import Collection
 from pathlib import Path
 
@@ -19,6 +23,9 @@ SHARD_INDEX = "model.safetensors.index.json"
 SHARD = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
 # gpt2cli's own bookkeeping in a downloaded folder: written last, it says the download is complete.
 MARKER = ".gpt2cli-complete.json"
+# The most the small files may take (GPT-2's: config.json < 1 kB, the index ~30 kB, vocab.json 1 MB,
+# merges.txt 0.5 MB; a vocabulary 50 times bigger still fits): read, or fetched from the Hub, only below.
+MAX_SIZE = {CONFIG_FILE: 16 << 20, SHARD_INDEX: 16 << 20, "vocab.json": 64 << 20, "merges.txt": 64 << 20}
 # What a marker says its folder holds: the whole model, or only the tokenizer (`gpt2cli tokenize`).
 WHOLE_MODEL, TOKENIZER_ONLY = "model", "tokenizer"
 # Weights as Python pickles (never loaded: unpickling runs code) or formats we do not read; their
@@ -86,18 +93,39 @@ def shards_of_index(text: str, where: str, remedy: str) -> list[str]:
     return sorted(shards)
 
 
+def read_small_text(path: Path, limit: int | None = None) -> str:
+    """A small UTF-8 file of a model folder (config, shard index, tokenizer, marker), read only when it is
+    a regular file of at most `limit` bytes (default: MAX_SIZE for its name): a FIFO there would block
+    for ever, /dev/zero or a huge file would fill memory. OSError otherwise (UnicodeDecodeError for
+    bytes that are not UTF-8)."""
+    limit = limit or MAX_SIZE.get(Path(path).name, 1 << 20)  # the marker, and anything else: 1 MB
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO does not wait for a writer
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)  # one byte more than allowed says it is too big, whatever its size said
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes, far more than such a file holds", str(path))
+    return data.decode("utf-8")
+
+
 def remedy(folder: Path) -> str:
     """What to do about a broken file in `folder`: download it again if gpt2cli downloaded it (its
     marker names the repo), else fix or replace the file (a folder of the user's own)."""
     try:
-        marker = json.loads((Path(folder) / MARKER).read_text(encoding="utf-8"))
+        marker = json.loads(read_small_text(Path(folder) / MARKER))
         repo, revision = marker["repo_id"], marker.get("revision")
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return "fix or replace the file, or pass --model another model folder"
     if not isinstance(repo, str) or not (revision is None or isinstance(revision, str)):
         return "re-download the model with `gpt2cli download MODEL --force`"
-    pin = f" --revision {revision}" if revision not in (None, "main") else ""
-    return f"re-download the model with `gpt2cli download {repo}{pin} --force`"
+    # Quoted for a shell: a marker is a file like any other in a folder someone handed over, and the
+    # command it suggests gets pasted into a terminal.
+    pin = f" --revision {shlex.quote(revision)}" if revision not in (None, "main") else ""
+    return f"re-download the model with `gpt2cli download {shlex.quote(repo)}{pin} --force`"
 
 
 def check_readable(folder: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from gpt2cli.errors import ModelNotFoundError, UsageError
 from gpt2cli.store.download import model_lock
-from gpt2cli.store.hub import folder_size, local_folder, model_folder, parse_hub_name, staging_folder
-from gpt2cli.store.layout import MARKER
+from gpt2cli.store.hub import folder_size, local_folder, model_folder, parse_hub_name, path_is, staging_folder
+from gpt2cli.store.layout import MARKER, read_small_text
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,10 @@ def plan_removal(name: str, *, revision: str | None = None, weights_dir: Path | 
     ref = parse_hub_name(name, revision)
     folder = model_folder(ref, weights_dir)
     staging = staging_folder(folder)
-    staging = staging if staging.is_dir() else None
+    staging = staging if path_is(staging, Path.is_dir) else None
     files: list[Path] = []
     kept: list[str] = []
-    if folder.exists():
+    if path_is(folder, Path.exists):
         listed = _listed_files(folder)
         if listed is None:
             raise UsageError(
@@ -82,7 +82,7 @@ def remove(plan: Plan) -> None:
 def _listed_files(folder: Path) -> list[str] | None:
     """The file names the folder's marker lists (None: no readable marker, so not gpt2cli's)."""
     try:
-        files = json.loads((folder / MARKER).read_text(encoding="utf-8"))["files"]
+        files = json.loads(read_small_text(folder / MARKER))["files"]
     except (OSError, ValueError, RecursionError, KeyError, TypeError):
         return None
     if not isinstance(files, dict):

@@ -5,6 +5,7 @@ A folder on disk is used as it is; a Hub model already downloaded is used with n
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -41,7 +42,7 @@ def resolve_model(
     marker = None if force else read_marker(folder, need=need)
     if marker is not None:
         changed = changed_files(folder, marker)
-        pin = f" --revision {ref.revision}" if ref.pinned else ""
+        pin = f" --revision {shlex.quote(ref.revision)}" if ref.pinned else ""
         if changed and warn is not None:
             warn(
                 f"{', '.join(changed)} in {folder} differ from the files downloaded from the Hub; using them as they "
@@ -49,7 +50,7 @@ def resolve_model(
             )
         return folder
     if offline_mode(offline):
-        pin = f" --revision {ref.revision}" if ref.pinned else ""
+        pin = f" --revision {shlex.quote(ref.revision)}" if ref.pinned else ""
         if force:
             raise UsageError(f"cannot re-download {ref.display} in offline mode; drop --force, or go online")
         raise ModelNotFoundError(

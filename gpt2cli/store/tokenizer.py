@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpt2cli.errors import CheckpointError, ModelNotFoundError
-from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, remedy
+from gpt2cli.store.layout import TOKENIZER_FILES, check_readable, read_small_text, remedy
 
 ENDOFTEXT = "<|endoftext|>"
 # GPT-2's pre-tokenizer split pattern (tiktoken's r50k/gpt2 pattern).
@@ -52,16 +52,17 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
                 f"{fix}"
             )
     try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-        merge_lines = merges_path.read_text(encoding="utf-8").split("\n")
+        vocab = json.loads(read_small_text(vocab_path))
+        merge_lines = read_small_text(merges_path).split("\n")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         reason = getattr(e, "strerror", None) or str(e)[:80]
-        raise CheckpointError(f"{vocab_path.parent}: cannot read the tokenizer files ({reason}); {fix}") from None
+        where = getattr(e, "filename", None) or vocab_path.parent
+        raise CheckpointError(f"{where}: cannot read the tokenizer files ({reason}); {fix}") from None
     if not isinstance(vocab, dict):
         raise CheckpointError(f"{vocab_path}: not a JSON object of token -> id; {fix}")
     decoder = _byte_decoder()
     eot = vocab.get(ENDOFTEXT)
-    if isinstance(eot, bool) or not isinstance(eot, int) or eot < 0:
+    if isinstance(eot, bool) or not isinstance(eot, int) or not 0 <= eot < 2**31:  # tiktoken's ids are 32-bit
         raise CheckpointError(f"{vocab_path}: has no {ENDOFTEXT} token with a valid id, so it is not a GPT-2 vocabulary; {fix}")
     # GPT-2's ids are BPE ranks: the 256 byte tokens in alphabet order, then one per merge, in order.
     # This runs at every start, so it checks and converts all ~50k tokens in a few whole-list
@@ -91,6 +92,10 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         raise CheckpointError(f"{vocab_path}: token {bad!r} is not in GPT-2's byte alphabet; {fix}") from None
     ends = list(itertools.accumulate(map(len, order)))
     ranks = dict(zip(map(joined.__getitem__, map(slice, [0, *ends[:-1]], ends)), itertools.count()))
+    if eot in expected.values():  # one id for two tokens: decoding it, and stopping at it, would be wrong
+        raise CheckpointError(
+            f"{vocab_path}: {ENDOFTEXT} has id {eot}, which token {order[eot]!r} has already; {fix}"
+        )
     return ranks, eot
 
 
