@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.decoding.sampling import Penalties, SamplingOptions
-from gpt2cli.errors import OptionError, UsageError
+from gpt2cli.errors import InvalidValue, OptionError, UsageError
 
 
 def available_memory() -> int | None:
@@ -80,6 +80,8 @@ class Request:
         from gpt2cli.decoding.generate import check_options
 
         check_options(self.max_tokens, self.num_samples, self.on_overflow)
+        if self.seed is not None and self.seed < 0:  # numpy's generators take no negative seed
+            raise InvalidValue("seed", "must be an integer >= 0", self.seed)
         self.penalties.validate()
         if self.penalty_alpha is not None:
             given = [
