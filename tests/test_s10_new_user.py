@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cli import run
+from tests.support.cli import assert_one_error_line, run
 
 
 def test_batch_record_with_a_negative_seed_gets_an_error_line_not_an_internal_error(tiny_model):
@@ -20,3 +20,24 @@ def test_batch_record_with_a_negative_seed_gets_an_error_line_not_an_internal_er
         assert lines["neg"] == {"id": "neg", "error": "seed must be an integer >= 0, got -1"}
         assert lines["ok"]["completion_tokens"] == 2
         assert "internal error" not in r.err and "Traceback" not in r.err
+
+
+def test_compare_max_tokens_beyond_the_context_is_not_told_to_slide(tiny_model):
+    """compare never slides (its slide is truncate): an -n that leaves no room for the prompt was told
+    "or use --on-overflow slide", which gave the same error again."""
+    for extra in ([], ["--on-overflow", "slide"], ["--on-overflow", "truncate"]):
+        r = run("compare", "-m", tiny_model, "-s", "greedy", "-n", "500", *extra, "hi")
+        line = assert_one_error_line(r)
+        assert "--on-overflow" not in line, line
+        assert line.startswith("gpt2cli: error: --max-tokens 500 leaves no room for the prompt"), line
+        assert "lower --max-tokens below 128" in line, line
+
+
+def test_compare_help_does_not_promise_a_slide_it_never_does(tiny_model):
+    """compare's --on-overflow help said "slide (keep going on the most recent window)" [default: slide],
+    but compare cuts the prompt instead (README); the help now says what it does."""
+    r = run("compare", "--help")
+    assert r.code == 0, r.err
+    text = " ".join(r.stdout.split())
+    option = text[text.index("--on-overflow") : text.index("--revision")]
+    assert "keep going" not in option and "[default: truncate]" in option, option
