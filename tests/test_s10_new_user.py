@@ -41,3 +41,14 @@ def test_compare_help_does_not_promise_a_slide_it_never_does(tiny_model):
     text = " ".join(r.stdout.split())
     option = text[text.index("--on-overflow") : text.index("--revision")]
     assert "keep going" not in option and "[default: truncate]" in option, option
+
+
+def test_text_longer_than_the_context_is_pointed_to_stride(tiny_model):
+    """score has --stride for exactly this, but the error only said "split the text"."""
+    long_text = "a " * 300
+    line = assert_one_error_line(run("score", "-m", tiny_model, long_text))
+    assert "--stride 64" in line, line
+    assert run("score", "-m", tiny_model, "--stride", "64", long_text).code == 0
+    r = run("batch", "--score", "-", "-m", tiny_model, stdin=json.dumps({"id": "long", "text": long_text}) + "\n")
+    assert r.code == 6, r.err
+    assert "--stride 64" in r.json["error"], r.json

@@ -25,7 +25,11 @@ _TYPES = {
 }  # fmt: skip
 SETTINGS = frozenset(_TYPES)
 # The library's names of a record's settings, for its error messages (errors.OptionError.render).
-RECORD_NAMES = {"max_new_tokens": "max_tokens", "no_repeat_ngram_size": "no_repeat_ngram", "on_overflow": "on_overflow"}
+# stride is no record's setting but the command's --stride, the remedy for a text longer than the context.
+RECORD_NAMES = {
+    "max_new_tokens": "max_tokens", "no_repeat_ngram_size": "no_repeat_ngram", "on_overflow": "on_overflow",
+    "stride": "--stride",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
