@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
-from tests.support.cli import assert_one_error_line, run
+from tests.support.cli import assert_one_error_line, run, run_in_terminal
 
 
 def test_batch_record_with_a_negative_seed_gets_an_error_line_not_an_internal_error(tiny_model):
@@ -52,3 +53,17 @@ def test_text_longer_than_the_context_is_pointed_to_stride(tiny_model):
     r = run("batch", "--score", "-", "-m", tiny_model, stdin=json.dumps({"id": "long", "text": long_text}) + "\n")
     assert r.code == 6, r.err
     assert "--stride 64" in r.json["error"], r.json
+
+
+def test_batch_lines_progress_counts_blank_lines_as_the_records_they_are(tiny_model, tmp_path):
+    """With --lines every line is a record (a blank one: an empty prompt), but the progress line
+    counted only non-blank lines and ended at "-1 left"."""
+    source = tmp_path / "prompts.txt"
+    source.write_text("first\n\nthird\n", encoding="utf-8")
+    shown, code = run_in_terminal(
+        "batch", "--lines", source, "-o", tmp_path / "out.jsonl", "-m", tiny_model, "-t", "0", "-n", "2", columns=120
+    )
+    assert code == 0, shown
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
+    lefts = [int(n) for n in re.findall(r"(-?\d+) left", shown)]
+    assert lefts and lefts[-1] == 0 and min(lefts) >= 0, shown

@@ -99,7 +99,7 @@ def batch(
     stream = _open_input(source)
     writer = Writer()
     out = Output(output, writer.write)
-    progress = _batch_progress(_count_records(source)) if stderr_is_tty() else (lambda tally: None)
+    progress = _batch_progress(_count_records(source, lines)) if stderr_is_tty() else (lambda tally: None)
     records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
     options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
     try:
@@ -156,9 +156,10 @@ def _open_input(source: str):
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
 
 
-def _count_records(source: str) -> int | None:
-    """How many records a regular INPUT file holds (its non-blank lines), for the progress line's ETA;
-    None for stdin or anything that cannot be read twice."""
+def _count_records(source: str, lines: bool) -> int | None:
+    """How many records a regular INPUT file holds (its non-blank lines; with --lines, every line, as
+    read_records makes each a record), for the progress line's ETA; None for stdin or anything that
+    cannot be read twice."""
     import os
     import stat
 
@@ -166,7 +167,7 @@ def _count_records(source: str) -> int | None:
         if source == "-" or not stat.S_ISREG(os.stat(source).st_mode):
             return None
         with open(source, "rb") as f:
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if lines or line.strip())
     except OSError:
         return None
 
