@@ -66,7 +66,8 @@ class BadRecord:
 
 def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt") -> Iterator[Record | BadRecord]:
     """Records from JSON Lines (each object has `field`, optionally `id` and settings) or, with lines,
-    one text per line. Blank lines are skipped; a line that is not a valid record becomes a BadRecord."""
+    one text per line (a blank line too: an empty prompt). Blank JSON lines are skipped; a line that
+    is not a valid record becomes a BadRecord."""
     for number, raw in enumerate(stream, start=1):
         text = raw.rstrip("\n").rstrip("\r")
         if lines:
