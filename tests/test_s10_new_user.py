@@ -67,3 +67,19 @@ def test_batch_lines_progress_counts_blank_lines_as_the_records_they_are(tiny_mo
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 3
     lefts = [int(n) for n in re.findall(r"(-?\d+) left", shown)]
     assert lefts and lefts[-1] == 0 and min(lefts) >= 0, shown
+
+
+def test_a_path_that_cannot_be_looked_at_is_a_usage_error_not_a_bug(tiny_model, tmp_path):
+    """Path.is_dir() raises for what it cannot look at (EACCES for a folder of another user, or a
+    name too long, which any user can reproduce): -m such a path, and `models`/`rm` with such a
+    weights folder, exited 1 ("a bug") with a bare "[Errno 36] ..." line."""
+    unreadable = tmp_path / ("a" * 300)
+    r = run("generate", "-m", unreadable / "model", "-n", "2", "hi")
+    line = assert_one_error_line(r)
+    assert "cannot open model folder" in line and "File name too long" in line, line
+    r = run("models", "--weights-dir", unreadable)
+    assert r.code == 0 and r.err == "", r.err
+    assert r.stdout.splitlines()[1].split()[:2] == ["gpt2", "no"], r.stdout
+    line = assert_one_error_line(run("rm", "gpt2", "-y", "--weights-dir", unreadable))
+    assert "is not downloaded" in line, line
+    assert run("generate", "-m", tiny_model, "-n", "2", "--weights-dir", unreadable, "hi").code == 0

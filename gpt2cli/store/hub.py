@@ -97,6 +97,15 @@ def staging_folder(folder: Path) -> Path:
     return folder.parent / f"{STAGING_PREFIX}{folder.name}"
 
 
+def is_dir(path: Path) -> bool:
+    """Whether path is a folder; False, as for one that is absent, where it cannot be looked at (a
+    folder without permission, a name too long), which Path.is_dir() raises for."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def weights_root(weights_dir: Path | None = None) -> Path:
     """The folder holding one subfolder per downloaded model.
 
@@ -150,8 +159,16 @@ def local_folder(name: str, revision: str | None) -> Path | None:
     if not name.strip():
         raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
     path = _expand(name)
-    if path is None or not path.is_dir():
-        return None
+    try:
+        if path is None or not path.is_dir():
+            return None
+    except OSError as e:  # EACCES, ENAMETOOLONG: is_dir() passes over only "no such folder"
+        if not _looks_like_path(name):
+            return None  # a name or owner/name that is no readable folder here: the Hub's
+        raise ModelNotFoundError(
+            f"cannot open model folder {name!r} ({e.strerror}); check the path and its permissions, "
+            "or pass --model PATH to another GPT-2 model folder"
+        ) from None
     if revision is not None:
         raise UsageError(f"--revision applies to Hub models, and {name!r} is a local folder; drop --revision")
     return path
@@ -257,11 +274,11 @@ def changed_files(folder: Path, marker: dict) -> list[str]:
 
 def _entry(name: str, repo_id: str, folder: Path) -> ModelEntry:
     marker = read_marker(folder, need=TOKENIZER_ONLY)
-    partial = folder_size(staging_folder(folder)) if staging_folder(folder).is_dir() else 0
+    partial = folder_size(staging_folder(folder)) if is_dir(staging_folder(folder)) else 0
     if marker is not None:
         state = "yes" if marker.get("holds", WHOLE_MODEL) == WHOLE_MODEL else "tokenizer"
     else:
-        state = "partial" if staging_folder(folder).is_dir() else "no"
+        state = "partial" if is_dir(staging_folder(folder)) else "no"
     return ModelEntry(
         name=name,
         repo_id=repo_id,

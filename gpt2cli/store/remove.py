@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gpt2cli.errors import ModelNotFoundError, UsageError
 from gpt2cli.store.download import model_lock
-from gpt2cli.store.hub import folder_size, local_folder, model_folder, parse_hub_name, staging_folder
+from gpt2cli.store.hub import folder_size, is_dir, local_folder, model_folder, parse_hub_name, staging_folder
 from gpt2cli.store.layout import MARKER
 
 
@@ -41,10 +41,10 @@ def plan_removal(name: str, *, revision: str | None = None, weights_dir: Path | 
     ref = parse_hub_name(name, revision)
     folder = model_folder(ref, weights_dir)
     staging = staging_folder(folder)
-    staging = staging if staging.is_dir() else None
+    staging = staging if is_dir(staging) else None
     files: list[Path] = []
     kept: list[str] = []
-    if folder.exists():
+    if os.path.exists(folder):  # unlike Path.exists(), False where the path cannot be looked at
         listed = _listed_files(folder)
         if listed is None:
             raise UsageError(
