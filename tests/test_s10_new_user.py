@@ -83,3 +83,12 @@ def test_a_path_that_cannot_be_looked_at_is_a_usage_error_not_a_bug(tiny_model, 
     line = assert_one_error_line(run("rm", "gpt2", "-y", "--weights-dir", unreadable))
     assert "is not downloaded" in line, line
     assert run("generate", "-m", tiny_model, "-n", "2", "--weights-dir", unreadable, "hi").code == 0
+
+
+def test_batch_output_dash_is_stdout_not_a_file_named_dash(tiny_model, tmp_path):
+    """INPUT takes - for stdin; -o - wrote the results into a file named "-" in the current folder,
+    where a user expecting stdout (curl -o -, wget -O -) would never look."""
+    r = run("batch", "-", "-o", "-", "-m", tiny_model, "-n", "2", stdin='{"id": "x", "prompt": "hi"}\n', cwd=tmp_path)
+    assert r.code == 0, r.err
+    assert r.json["id"] == "x" and r.json["completion_tokens"] == 2
+    assert list(tmp_path.iterdir()) == []

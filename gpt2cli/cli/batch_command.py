@@ -33,7 +33,7 @@ commands = command_group()
 def batch(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines file of records (or - for stdin).")],
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds.")
+        Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds. - is stdout, as without -o.")
     ] = None,
     lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
     score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
@@ -88,6 +88,8 @@ def batch(
         max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, stop_strings(stop), ignore_eos, 1,
         on_overflow,
     ).check()  # fmt: skip
+    if output is not None and str(output) == "-":  # as INPUT's -, and curl's or wget's: stdout, not a file named -
+        output = None
     if stride is not None and not score_texts:
         raise UsageError("--stride goes with --score (it says how long texts are scored); add --score or drop --stride")
     if (ray_address or ray_actors) and not on_ray:
