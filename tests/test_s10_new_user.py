@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
-from tests.support.cli import assert_one_error_line, run, run_in_terminal
+from tests.support.cli import assert_one_error_line, run, run_in_terminal, start
 
 
 def test_batch_record_with_a_negative_seed_gets_an_error_line_not_an_internal_error(tiny_model):
@@ -92,3 +93,17 @@ def test_batch_output_dash_is_stdout_not_a_file_named_dash(tiny_model, tmp_path)
     assert r.code == 0, r.err
     assert r.json["id"] == "x" and r.json["completion_tokens"] == 2
     assert list(tmp_path.iterdir()) == []
+
+
+def test_max_tokens_beyond_any_array_still_streams(tiny_model):
+    """README: with slide, -n N --ignore-eos gives exactly N tokens, generation going on as long as
+    asked; a huge -n (a script's "until I stop reading") was an internal error (exit 1) or "out of
+    memory", as the whole sequence's array was reserved up front."""
+    for n in ("99999999999999999999", "1000000000000"):
+        proc = start("generate", "-m", tiny_model, "-n", n, "--ignore-eos", "-t", "0", "hi",
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        got = proc.stdout.read(2000)
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=120) == 141, err
+        assert len(got) == 2000 and "error" not in err, err
