@@ -80,8 +80,8 @@ class Request:
         from gpt2cli.decoding.generate import check_options
 
         check_options(self.max_tokens, self.num_samples, self.on_overflow)
-        if self.seed is not None and self.seed < 0:  # numpy seeds only with non-negative integers
-            raise InvalidValue("seed", "must be >= 0", self.seed)
+        if self.seed is not None and self.seed < 0:  # numpy's generators take no negative seed
+            raise InvalidValue("seed", "must be an integer >= 0", self.seed)
         self.penalties.validate()
         if self.penalty_alpha is not None:
             given = [

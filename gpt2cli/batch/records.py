@@ -27,7 +27,11 @@ _TYPES = {
 }  # fmt: skip
 SETTINGS = frozenset(_TYPES)
 # The library's names of a record's settings, for its error messages (errors.OptionError.render).
-RECORD_NAMES = {"max_new_tokens": "max_tokens", "no_repeat_ngram_size": "no_repeat_ngram", "on_overflow": "on_overflow"}
+# stride is no record's setting but the command's --stride, the remedy for a text longer than the context.
+RECORD_NAMES = {
+    "max_new_tokens": "max_tokens", "no_repeat_ngram_size": "no_repeat_ngram", "on_overflow": "on_overflow",
+    "stride": "--stride",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,8 @@ class BadRecord:
 
 def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt") -> Iterator[Record | BadRecord]:
     """Records from JSON Lines (each object has `field`, optionally `id` and settings) or, with lines,
-    one text per line. Blank lines are skipped; a line that is not a valid record becomes a BadRecord."""
+    one text per line (a blank line too: an empty prompt). Blank JSON lines are skipped; a line that
+    is not a valid record becomes a BadRecord."""
     for number, raw in enumerate(stream, start=1):
         text = raw.rstrip("\n").rstrip("\r")
         if lines:

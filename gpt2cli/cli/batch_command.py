@@ -33,7 +33,7 @@ commands = command_group()
 def batch(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines file of records (or - for stdin).")],
     output: Annotated[
-        Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds.")
+        Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds. - is stdout, as without -o.")
     ] = None,
     lines: Annotated[bool, typer.Option("--lines", help="INPUT is plain text: one prompt per line, ids are line numbers.")] = False,
     score_texts: Annotated[bool, typer.Option("--score", help="Records hold `text` to score, as `gpt2cli score --json`.")] = False,
@@ -88,6 +88,8 @@ def batch(
         max_tokens, temperature, top_k, top_p, min_p, typical_p, repetition_penalty, no_repeat_ngram, penalty_alpha, None, stop_strings(stop), ignore_eos, 1,
         on_overflow,
     ).check()  # fmt: skip
+    if output is not None and str(output) == "-":  # as INPUT's -, and curl's or wget's: stdout, not a file named -
+        output = None
     if stride is not None and not score_texts:
         raise UsageError("--stride goes with --score (it says how long texts are scored); add --score or drop --stride")
     if (ray_address or ray_actors) and not on_ray:
@@ -105,7 +107,7 @@ def batch(
         if stream is not sys.stdin:
             stream.close()
         raise
-    progress = _batch_progress(_count_records(source)) if stderr_is_tty() else (lambda tally: None)
+    progress = _batch_progress(_count_records(source, lines)) if stderr_is_tty() else (lambda tally: None)
     records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
     options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
     try:
@@ -190,9 +192,10 @@ def _refuse_input_as_output(stream, output: Path | None) -> None:
         raise UsageError(f"-o {output} is the INPUT file itself; give -o another file for the results")
 
 
-def _count_records(source: str) -> int | None:
-    """How many records a regular INPUT file holds (its non-blank lines), for the progress line's ETA;
-    None for stdin or anything that cannot be read twice."""
+def _count_records(source: str, lines: bool) -> int | None:
+    """How many records a regular INPUT file holds (its non-blank lines; with --lines, every line, as
+    read_records makes each a record), for the progress line's ETA; None for stdin or anything that
+    cannot be read twice."""
     import os
     import stat
 
@@ -200,7 +203,7 @@ def _count_records(source: str) -> int | None:
         if source == "-" or not stat.S_ISREG(os.stat(source).st_mode):
             return None
         with open(source, "rb") as f:
-            return sum(1 for line in f if line.strip())
+            return sum(1 for line in f if lines or line.strip())
     except OSError:
         return None
 

@@ -183,7 +183,8 @@ def _steps(
         cache = prefix.cache.repeat(1) if shared else prefix.cache
     logits = np.repeat(prefix.logits, num_samples, axis=0)  # [B, V]
     prefix = None  # only through cache from here, so a slide lets the prompt's keys and values go
-    # [B, prompt + new so far]: grown as tokens come, since -n may ask for more than memory holds (it slides)
+    # [B, prompt + new]: reserved for a context's worth of new tokens and doubled when they outgrow it,
+    # since -n may ask for far more tokens (a slide goes on forever) than one array could hold at once.
     sequences = np.empty((num_samples, len(prompt) + min(max_new_tokens, n_ctx)), dtype=np.int64)
     sequences[:, : len(prompt)] = prompt
     length = len(prompt)  # of every row in sequences
@@ -201,7 +202,7 @@ def _steps(
         if eos.all() or i == max_new_tokens - 1:
             return
         if length == sequences.shape[1]:
-            sequences = np.concatenate([sequences, np.empty_like(sequences)], axis=1)  # [B, 2 * length]
+            sequences = np.concatenate([sequences, np.empty_like(sequences)], axis=1)  # [B, 2 * held]
         sequences[:, length] = tokens
         length += 1
         if cache.length == n_ctx:  # (a cache sized below n_ctx is never filled before the last step)

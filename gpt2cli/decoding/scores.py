@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpt2cli.errors import InvalidValue, UsageError
+from gpt2cli.errors import InvalidValue, OptionError, UsageError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,11 @@ def check_scorable(ids: list[int], n_ctx: int) -> None:
     if not ids:
         raise UsageError("nothing to score: the text is empty")
     if len(ids) > n_ctx:
-        raise UsageError(f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx}; split the text")
+        raise OptionError(
+            f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx} at once; "
+            f"score it in sliding windows with {{stride}} {max(n_ctx // 2, 1)}, or split it",
+            "stride",
+        )
 
 
 def check_stride(n_ctx: int, stride: int) -> int:

@@ -150,8 +150,16 @@ def local_folder(name: str, revision: str | None) -> Path | None:
     if not name.strip():
         raise UsageError("--model must not be empty: give a model name, an owner/name Hub repo or a folder")
     path = _expand(name)
-    if path is None or not path_is(path, Path.is_dir):
-        return None
+    try:
+        if path is None or not path.is_dir():
+            return None
+    except OSError as e:  # EACCES, ENAMETOOLONG: is_dir() passes over only "no such folder"
+        if not _looks_like_path(name):
+            return None  # a name or owner/name that is no readable folder here: the Hub's
+        raise ModelNotFoundError(
+            f"cannot open model folder {name!r} ({e.strerror}); check the path and its permissions, "
+            "or pass --model PATH to another GPT-2 model folder"
+        ) from None
     if revision is not None:
         raise UsageError(f"--revision applies to Hub models, and {name!r} is a local folder; drop --revision")
     return path
