@@ -193,3 +193,22 @@ def test_a_null_setting_means_the_default_so_a_null_seed_still_gets_the_derived_
     expected = generate_json(tiny_model, {"id": "a", "prompt": "Hello", "max_tokens": 12}, seed=9)
     assert_same_record({k: v for k, v in a.items() if k != "id"}, expected)
     assert b["text"] != a["text"] or b["tokens"] != a["tokens"] or len(a["tokens"]) < 2  # other id, other seed
+
+
+def test_a_second_run_on_the_same_output_file_is_refused_while_the_first_writes(tiny_model, tmp_path):
+    from gpt2cli.batch.records import Output
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "prompt": f"p{i}"}) + "\n" for i in range(3)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    first = Output(out, None)  # a run holding the file (this process, as the other run would)
+    try:
+        r = run("batch", source, "-m", tiny_model, "-n", "2", "-o", out)
+        assert r.code == 2 and r.stdout == "" and r.err.count("\n") == 1, r.err
+        assert "another gpt2cli batch is writing" in r.err and "-o another file" in r.err
+        assert out.read_bytes() == b""  # nothing written beside the holder's lines
+    finally:
+        first.close()
+    again = run("batch", source, "-m", tiny_model, "-n", "2", "-o", out)  # released: it runs, and resumes as usual
+    assert again.code == 0, again.err
+    assert sorted(json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()) == [0, 1, 2]

@@ -150,29 +150,53 @@ class Output:
 
     def _open(self, path: Path) -> None:
         try:
+            regular = not path.exists() or stat.S_ISREG(path.stat().st_mode)
             # Only a regular file can hold earlier results: a device or a pipe (/dev/full, /dev/stdout,
             # a FIFO) is written to, never read, since reading one may never end or never return.
-            data = path.read_bytes() if path.exists() and stat.S_ISREG(path.stat().st_mode) else b""
+            self._fd = os.open(path, (os.O_RDWR if regular else os.O_WRONLY) | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as e:
+            raise UsageError(f"cannot write the output file {path} ({e.strerror}); choose another with -o") from None
+        if not regular:
+            return
+        self._lock(path)
+        try:
+            data = _read_all(self._fd)
+        except OSError as e:
+            self.close()
             raise UsageError(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
         refuse = UsageError(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
         keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
-        if not _torn_result(data[keep:]):
-            raise refuse  # not the start of a result: someone's data, never cut off
-        for line in data[:keep].splitlines():
-            try:
-                result = json.loads(line)
-                if not ("tokens" in result or "error" in result):  # e.g. the records of an input file
-                    raise KeyError("tokens")
-                self.done.add(json.dumps(result["id"]))
-            except (ValueError, KeyError, TypeError, RecursionError):
-                raise refuse from None
         try:
-            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            if not _torn_result(data[keep:]):
+                raise refuse  # not the start of a result: someone's data, never cut off
+            for line in data[:keep].splitlines():
+                try:
+                    result = json.loads(line)
+                    if not ("tokens" in result or "error" in result):  # e.g. the records of an input file
+                        raise KeyError("tokens")
+                    self.done.add(json.dumps(result["id"]))
+                except (ValueError, KeyError, TypeError, RecursionError):
+                    raise refuse from None
             if keep < len(data):
                 os.ftruncate(self._fd, keep)
-        except OSError as e:
-            raise UsageError(f"cannot write the output file {path} ({e.strerror}); choose another with -o") from None
+        except BaseException:
+            self.close()
+            raise
+
+    def _lock(self, path: Path) -> None:
+        """Holds the file for this run alone (released when it is closed, also by a killed process): two
+        runs appending to one file would each run the records the other has not written yet."""
+        import fcntl
+
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.close()
+            raise UsageError(
+                f"another gpt2cli batch is writing {path}; wait for it to end (then rerun to resume) or give -o another file"
+            ) from None
+        except OSError:  # a file system without locks (some network ones): run unguarded, as before
+            pass
 
     def write(self, obj: dict) -> None:
         line = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
@@ -201,6 +225,15 @@ class Output:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _read_all(fd: int) -> bytes:
+    """Every byte of the open file, from its start (the descriptor's offset is left alone)."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
 
 
 _RESULT_START = b'{"id": '  # how every line Output.write writes begins
