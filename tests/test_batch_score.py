@@ -226,3 +226,21 @@ def test_nan_weights_stop_the_batch_with_one_line_naming_the_folder(tmp_path):
     r = run_quick("batch", "--score", "-", "-m", folder, "-b", "4", stdin=texts)
     line = assert_one_error_line(r, 3)
     assert str(folder) in line and "NaN or infinite" in line and r.out == b"", line
+
+
+def test_decoding_options_and_settings_are_refused_with_score_not_silently_ignored(tiny_model):
+    from tests.support.cli import assert_one_error_line, run_quick
+
+    texts = '{"id": 1, "text": "Hello world"}\n'
+    line = assert_one_error_line(run_quick("batch", "--score", "-", "-m", tiny_model, "-n", "5", "-t", "0", stdin=texts), 2)
+    assert "--max-tokens, --temperature say how text is generated, and --score generates none; drop them" in line
+    line = assert_one_error_line(run_quick("batch", "--score", "-", "-m", tiny_model, "--seed", "0", stdin=texts), 2)
+    assert "--seed says how text is generated" in line and "drop it" in line  # given, even at its default value
+    r = run_quick("batch", "--score", "-", "-m", tiny_model, "-b", "2", "--ordered", stdin=texts)  # options that do apply
+    assert r.code == 0, r.err
+    mixed = texts + '{"id": 2, "text": "Hello", "temperature": 0.5}\n{"id": 3, "text": "x", "seed": null}\n'
+    r = run_quick("batch", "--score", "-", "-m", tiny_model, "--ordered", stdin=mixed)
+    assert r.code == 6, r.err
+    first, second, third = (json.loads(line) for line in r.stdout.splitlines())
+    assert "perplexity" in first and "perplexity" in third  # null: not given, as everywhere in a record
+    assert second == {"id": 2, "error": "setting 'temperature' does not apply to --score (texts are scored, nothing is generated); drop it"}

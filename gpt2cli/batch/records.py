@@ -98,6 +98,8 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
     unknown = sorted(k for k in obj if k not in SETTINGS and k not in ("id", field))
     if unknown:
         return BadRecord(rid, f"unknown setting {unknown[0]!r}; settings are {', '.join(sorted(_TYPES))}", number)
+    if field == "text" and (decoding := sorted(k for k in obj if k in SETTINGS and obj[k] is not None)):
+        return BadRecord(rid, f"setting {decoding[0]!r} does not apply to --score (texts are scored, nothing is generated); drop it", number)
     # null means "not given": the command line's default applies (so a null seed still gets the derived one)
     settings = {k: v for k, v in obj.items() if k in SETTINGS and v is not None}
     for key, value in settings.items():

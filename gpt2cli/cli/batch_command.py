@@ -31,6 +31,7 @@ commands = command_group()
     ),
 )
 def batch(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(metavar="INPUT", help="JSON Lines file of records (or - for stdin).")],
     output: Annotated[
         Optional[Path], typer.Option("-o", "--output", metavar="FILE", help="Append results to this file; a rerun skips the ids it holds. - is stdout, as without -o.")
@@ -92,6 +93,8 @@ def batch(
         output = None
     if stride is not None and not score_texts:
         raise UsageError("--stride goes with --score (it says how long texts are scored); add --score or drop --stride")
+    if score_texts:
+        _refuse_decoding_options(ctx)
     if (ray_address or ray_actors) and not on_ray:
         raise UsageError("--ray-address and --ray-actors go with --ray; add --ray or drop them")
     if on_ray:
@@ -152,6 +155,23 @@ def batch(
     if tally.failed:
         note(f"{tally.failed} of {tally.done + tally.failed} records failed: each has an \"error\" line in the output")
         raise typer.Exit(6)
+
+
+# batch's options that say how text is generated: --score generates none, so they would do nothing.
+_DECODING = {
+    "max_tokens": "--max-tokens", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p", "typical_p": "--typical-p",
+    "repetition_penalty": "--repetition-penalty", "no_repeat_ngram": "--no-repeat-ngram", "penalty_alpha": "--penalty-alpha",
+    "seed": "--seed", "stop": "--stop", "ignore_eos": "--ignore-eos", "on_overflow": "--on-overflow",
+}  # fmt: skip
+
+
+def _refuse_decoding_options(ctx: typer.Context) -> None:
+    """With --score, a decoding option given on the command line (or from the environment) is refused:
+    silently doing nothing with it would let a user believe it shaped the scores."""
+    # compared by name: typer may carry its own copy of click, with its own ParameterSource
+    given = [flag for name, flag in _DECODING.items() if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")]
+    if given:
+        raise UsageError(f"{', '.join(given)} {'says' if len(given) == 1 else 'say'} how text is generated, and --score generates none; drop {'it' if len(given) == 1 else 'them'}")
 
 
 def _actors_here(address: str | None, actors: int | None) -> int:
