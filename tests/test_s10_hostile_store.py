@@ -242,3 +242,18 @@ def test_a_hub_config_listed_at_megabytes_is_refused_before_it_is_fetched(fake_h
     with pytest.raises(CheckpointError, match="lists config.json at 18 MB"):
         resolve.resolve_model("someone/padded", weights_dir=weights)
     assert fake_hub.count("GET", "config.json") == 0, "fetched before it was refused"
+
+
+def test_models_shows_a_markers_control_characters_escaped_not_raw(tmp_path):
+    weights = tmp_path / "weights"
+    folder = weights / "evil--model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}", encoding="utf-8")
+    marker = {"repo_id": "evil/\x1b]0;pwned\x07\x1b[2Jmodel", "files": {"config.json": 2}, "holds": "model"}
+    (folder / MARKER).write_text(json.dumps(marker), encoding="utf-8")
+    listing = run_quick("models", "--weights-dir", weights)
+    assert listing.code == 0 and listing.err == "", listing.err
+    assert b"\x1b" not in listing.out and b"\x07" not in listing.out
+    assert "evil/\\x1b]0;pwned\\x07\\x1b[2Jmodel" in listing.stdout
+    as_json = run_quick("models", "--weights-dir", weights, "--json")  # JSON escapes them itself, as JSON
+    assert b"\x1b" not in as_json.out and any(json.loads(line)["name"] == marker["repo_id"] for line in as_json.stdout.splitlines())

@@ -11,6 +11,7 @@ import sys
 from typing import IO, Iterator
 
 from gpt2cli.cli import signals
+from gpt2cli.cli.render import escape_controls
 
 
 class OutputClosed(Exception):
@@ -106,15 +107,10 @@ def _finite(value):
     return value
 
 
-# Control characters shown escaped in notes: a file name or value a stranger chose (a Hub repo's file
-# names, a folder's) must not move the cursor, retitle or clear the user's terminal, or add a line.
-_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x09}
-
-
 def note(message: str) -> None:
     """A one-line diagnostic on stderr (never stdout)."""
     try:
-        sys.stderr.write(f"gpt2cli: {message.translate(_CONTROLS)}\n")
+        sys.stderr.write(f"gpt2cli: {escape_controls(message)}\n")
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):  # stderr closed (`2>&-`) or its reader gone: go on without notes
         pass

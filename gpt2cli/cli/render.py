@@ -272,13 +272,24 @@ def model_record(e: "ModelEntry") -> dict:
     }  # fmt: skip
 
 
+# Control characters shown escaped: a name a stranger chose (a Hub repo's file names, a folder's, a
+# downloaded folder's marker) must not move the cursor, retitle or clear the user's terminal, or add a line.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x09}
+
+
+def escape_controls(text: str) -> str:
+    """text with its control characters (but tab) written as \\xNN."""
+    return text.translate(_CONTROLS)
+
+
 def models_table(entries: list["ModelEntry"]) -> str:
-    width = max(len("NAME"), *(len(e.name) for e in entries))
+    names = [escape_controls(e.name) for e in entries]  # a marker's repo id is whatever its file says
+    width = max(len("NAME"), *(len(n) for n in names))
     rows = [f"{'NAME':<{width}}  {'DOWNLOADED':<10}  {'SIZE':>9}  FOLDER"]
-    for e in entries:
+    for e, name in zip(entries, names):
         size = human_size(e.size_bytes) if e.size_bytes else "-"
         state = e.state + ("+partial" if e.partial_bytes and e.state != "partial" else "")
-        rows.append(f"{e.name:<{width}}  {state:<10}  {size:>9}  {e.folder}")
+        rows.append(f"{name:<{width}}  {state:<10}  {size:>9}  {escape_controls(str(e.folder))}")
     return "\n".join(rows) + "\n"
 
 
