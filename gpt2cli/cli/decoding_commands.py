@@ -9,9 +9,9 @@ import typer
 
 from gpt2cli.cli import render
 from gpt2cli.cli.options import (
-    AllowSpecialOpt, EarlyStopping, EarlyStoppingOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt,
+    AllowSpecialOpt, CompareOverflowOpt, EarlyStopping, EarlyStoppingOpt, JsonOpt, MaxTokensOpt, ModelOpt, OfflineOpt,
     NoRepeatNgramOpt, PromptArg, RepetitionPenaltyOpt, RevisionOpt, TemperatureOpt, TopKOpt,
-    WeightsDirOpt, choice,
+    WeightsDirOpt,
 )  # fmt: skip
 from gpt2cli.cli.output import ProgressLine, Writer, note, prefill_progress, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
@@ -20,20 +20,6 @@ from gpt2cli.errors import UsageError
 from gpt2cli.cli.common import command_group, examples, open_session
 
 commands = command_group()
-
-# compare's rows all see one context and beams never slide, so a prompt that does not fit is cut
-# (slide, generate's default, is taken as truncate here).
-CompareOverflowOpt = Annotated[
-    Overflow,
-    typer.Option(
-        "--on-overflow",
-        parser=choice(Overflow, "one of slide, truncate, error"),
-        metavar="[truncate|error]",
-        help="When prompt + new tokens exceed the context: truncate (drop the prompt's start, so every row "
-        "sees the same context; slide does the same here) or error (exit 2).",
-    ),
-]
-
 
 @commands.command(
     epilog=examples(

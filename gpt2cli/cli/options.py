@@ -119,16 +119,25 @@ RepetitionPenaltyOpt = Annotated[
 NoRepeatNgramOpt = Annotated[
     int, typer.Option("--no-repeat-ngram", metavar="N", help="No n-gram of this size appears twice (prompt included); 0 = off.")
 ]
-OverflowOpt = Annotated[
-    Overflow,
-    typer.Option(
-        "--on-overflow",
-        parser=choice(Overflow, "one of slide, truncate, error"),
-        metavar="[slide|truncate|error]",
-        help="When prompt + new tokens exceed the context: slide (keep going on the most recent window), "
-        "truncate (drop the prompt's start), error (exit 2).",
-    ),
-]
+
+
+def _overflow_option(metavar: str, help: str):
+    """--on-overflow: generate's (every mode) or compare's (no slide: its rows see one context)."""
+    return Annotated[Overflow, typer.Option("--on-overflow", parser=choice(Overflow, "one of slide, truncate, error"), metavar=metavar, help=help)]
+
+
+OverflowOpt = _overflow_option(
+    "[slide|truncate|error]",
+    "When prompt + new tokens exceed the context: slide (keep going on the most recent window), "
+    "truncate (drop the prompt's start), error (exit 2).",
+)
+# compare's rows all see one context and beams never slide, so a prompt that does not fit is cut
+# (slide, generate's default, is taken as truncate here).
+CompareOverflowOpt = _overflow_option(
+    "[truncate|error]",
+    "When prompt + new tokens exceed the context: truncate (drop the prompt's start, so every row "
+    "sees the same context; slide does the same here) or error (exit 2).",
+)
 EarlyStoppingOpt = Annotated[
     EarlyStopping,
     typer.Option(
