@@ -3,6 +3,8 @@ from JSON records are shown as JSON, and output options act alike in text and JS
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gpt2cli.errors import CheckpointError
@@ -53,3 +55,28 @@ def test_a_hub_repo_of_another_architecture_says_to_pick_a_gpt2_one(fake_hub, so
         resolve.resolve_model("someone/llama", weights_dir=weights)
     message = str(info.value)
     assert "'llama' model; gpt2cli runs GPT-2" in message and "pick a GPT-2 repo" in message, message
+
+
+# --- 2. a record's values are shown as the JSON the user wrote ----------------------------------
+
+
+def test_batch_record_type_errors_show_the_json_the_user_wrote(tiny_model):
+    """An id of true or null read "got True" / "got None", and a setting of the wrong type named a
+    Python type ("(str)"): the records are JSON, so their errors show JSON."""
+    records = [
+        '{"id": true, "prompt": "a"}', '{"id": null, "prompt": "a"}', '{"id": [1, 2], "prompt": "a"}',
+        '{"id": "max", "prompt": "a", "max_tokens": "5"}', '{"id": "eos", "prompt": "a", "ignore_eos": 1}',
+        '{"id": "temp", "prompt": "a", "temperature": false}', '{"id": "stop", "prompt": "a", "stop": ["x", null]}',
+    ]  # fmt: skip
+    r = run("batch", "-", "-m", tiny_model, "-n", "2", stdin="\n".join(records) + "\n")
+    assert r.code == 6, r.err
+    errors = {json.dumps(line["id"]): line["error"] for line in map(json.loads, r.stdout.splitlines())}
+    assert errors == {
+        "1": "line 1: id must be a string or an integer, got true",
+        "2": "line 2: id must be a string or an integer, got null",
+        "3": "line 3: id must be a string or an integer, got [1, 2]",
+        '"max"': "setting 'max_tokens' must be an integer, got \"5\"",
+        '"eos"': "setting 'ignore_eos' must be true or false, got 1",
+        '"temp"': "setting 'temperature' must be a number, got false",
+        '"stop"': "setting 'stop' must be a string or a list of strings, got [\"x\", null]",
+    }, errors
