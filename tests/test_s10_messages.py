@@ -80,3 +80,17 @@ def test_batch_record_type_errors_show_the_json_the_user_wrote(tiny_model):
         '"temp"': "setting 'temperature' must be a number, got false",
         '"stop"': "setting 'stop' must be a string or a list of strings, got [\"x\", null]",
     }, errors
+
+
+# --- 3. --echo with several samples --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [[], ["--no-stream"]], ids=["streamed", "no-stream"])
+def test_echo_prints_the_prompt_before_every_sample_as_json_gives_each_its_prompt(tiny_model, stream):
+    """-N 2 --echo printed the prompt before sample 1 only, while --json --echo gives every sample its
+    prompt: sample 2's text read as if it continued sample 1."""
+    args = ("generate", "-m", tiny_model, "-N", "2", "-n", "4", "--seed", "1", "--echo", *stream, "hello")
+    objs = [json.loads(line) for line in run(*args, "--json").stdout.splitlines()]
+    assert [o["prompt"] for o in objs] == ["hello", "hello"]
+    plain = run(*args).stdout
+    assert plain == "hello" + objs[0]["text"] + "\n\n--- sample 2 of 2 ---\n" + "hello" + objs[1]["text"], plain
