@@ -94,3 +94,24 @@ def test_echo_prints_the_prompt_before_every_sample_as_json_gives_each_its_promp
     assert [o["prompt"] for o in objs] == ["hello", "hello"]
     plain = run(*args).stdout
     assert plain == "hello" + objs[0]["text"] + "\n\n--- sample 2 of 2 ---\n" + "hello" + objs[1]["text"], plain
+
+
+# --- 4. an empty stop string in a record -----------------------------------------------------------
+
+
+def test_an_empty_stop_string_in_a_record_is_its_error_line_as_stop_empty_is_a_usage_error(tiny_model):
+    """"stop": "" (or "" in a list) was silently dropped, while --stop '' is refused: the record
+    gets an error line, the others run, exit 6."""
+    cli = run("generate", "-m", tiny_model, "-n", "2", "--stop", "", "hi")
+    assert "must not be empty (it would stop before the first character)" in assert_one_error_line(cli)
+    records = [
+        '{"id": "empty", "prompt": "a", "stop": ""}', '{"id": "in-list", "prompt": "a", "stop": ["x", ""]}',
+        '{"id": "none", "prompt": "a", "stop": []}', '{"id": "fine", "prompt": "a", "stop": "x"}',
+    ]  # fmt: skip
+    r = run("batch", "-", "-m", tiny_model, "-n", "2", stdin="\n".join(records) + "\n")
+    assert r.code == 6 and "2 of 4 records failed" in r.err, r.err
+    lines = {line["id"]: line for line in map(json.loads, r.stdout.splitlines())}
+    wording = "setting 'stop' must not be empty (it would stop before the first character), got "
+    assert lines["empty"] == {"id": "empty", "error": wording + '""'}
+    assert lines["in-list"] == {"id": "in-list", "error": wording + '["x", ""]'}
+    assert lines["none"]["completion_tokens"] == lines["fine"]["completion_tokens"] == 2, lines

@@ -107,6 +107,9 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
         ok = ok or (key == "stop" and isinstance(value, str))
         if not ok or (key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value)):
             return BadRecord(rid, f"setting {key!r} must be {_WANTED[key]}, got {_shown(value)}", number)
+    stop = settings.get("stop")
+    if stop == "" or (isinstance(stop, list) and "" in stop):  # as --stop '' is refused, not dropped
+        return BadRecord(rid, f"setting 'stop' must not be empty (it would stop before the first character), got {_shown(stop)}", number)
     return Record(rid, body, settings, number)
 
 
