@@ -36,11 +36,16 @@ class OptionError(UsageError):
 
 
 class InvalidValue(OptionError):
-    """One parameter outside its range: `{param} <requirement>, got <value>`."""
+    """One parameter outside its range: `{param} <requirement>, got <value>[; <remedy>]`.
 
-    def __init__(self, param: str, requirement: str, value: object, *others: str):
+    The requirement says what to do when one parameter alone decides it; a remedy is given when
+    others take part (`lower {num_return} or raise {num_beams}`).
+    """
+
+    def __init__(self, param: str, requirement: str, value: object, *others: str, remedy: str = ""):
         self.param, self.value = param, value
-        super().__init__(f"{{{param}}} {requirement}, got {value!r}", param, *others)
+        tail = f"; {remedy}" if remedy else ""
+        super().__init__(f"{{{param}}} {requirement}, got {value!r}{tail}", param, *others)
 
 
 class ModelNotFoundError(GPT2CLIError):

@@ -21,7 +21,7 @@ from gpt2cli.decoding.contrastive import contrastive_search
 from gpt2cli.decoding.generate import NonFiniteLogits, Overflow, check_logits, fit_prompt, generate
 from gpt2cli.decoding.group_beam import group_beam_search
 from gpt2cli.decoding.prefix import Prefills, Prefix
-from gpt2cli.decoding.scores import Scored, check_scorable, check_stride, perplexity
+from gpt2cli.decoding.scores import EMPTY_TEXT, Scored, check_scorable, check_stride, perplexity
 from gpt2cli.decoding.sampling import Penalties, Sampler, SamplingOptions
 from gpt2cli.decoding.strategies import Strategy
 from gpt2cli.decoding.text import Completion
@@ -312,7 +312,7 @@ class Session:
         token is scored once, with at least n_ctx - stride tokens of history where the text has them."""
         n_ctx = self.check_stride(stride)
         if not ids:
-            raise UsageError("nothing to score: the text is empty")
+            raise UsageError(EMPTY_TEXT)
         x = np.asarray([self.tokenizer.eot] + ids)  # [T+1]
         logprobs = np.full(len(ids), np.nan, np.float32)  # [T]: logprobs[j - 1] is x[j]'s
         begin, scored, windows = 0, 1, -(-max(len(x) - n_ctx, 0) // stride) + 1

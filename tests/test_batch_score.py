@@ -90,7 +90,7 @@ def test_batch_size_1_scores_each_record_exactly_as_score_does(tiny_model, singl
     assert [json.loads(line)["id"] for line in r.stdout.splitlines()][:8] == ["len1", "len2", "len3", "empty", "len5", "len8", 7, "len13"]
     for key, line in single_lines.items():
         assert got[key] == line, key
-    assert got['"empty"'] == {"id": "empty", "error": "nothing to score: the text is empty"}
+    assert got['"empty"'] == {"id": "empty", "error": "nothing to score: the text is empty; give a text of at least one character"}
     assert "200 tokens" in got['"too-long"']["error"] and "128" in got['"too-long"']["error"]
     assert "not JSON" in got["7"]["error"]
     one = json.loads(run("score", "--json", "-m", tiny_model, text_of(20, 20)).out)

@@ -91,7 +91,7 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
         return BadRecord(number, f"line {number} is not a JSON object; each line must be one", number)
     rid = obj.get("id", number)
     if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-        return BadRecord(number, f"line {number}: id must be a string or an integer, got {rid!r}", number)
+        return BadRecord(number, f"line {number}: id must be a string or an integer, got {_shown(rid)}", number)
     body = obj.get(field)
     if not isinstance(body, str):
         return BadRecord(rid, f"record has no {field!r} string", number)
@@ -107,11 +107,23 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
         ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
         ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
         ok = ok or (key == "stop" and isinstance(value, str))
-        if not ok:
-            return BadRecord(rid, f"setting {key!r} has the wrong type ({type(value).__name__})", number)
-        if key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value):
-            return BadRecord(rid, "setting 'stop' must be a string or a list of strings", number)
+        if not ok or (key == "stop" and isinstance(value, list) and not all(isinstance(s, str) for s in value)):
+            return BadRecord(rid, f"setting {key!r} must be {_WANTED[key]}, got {_shown(value)}", number)
+    stop = settings.get("stop")
+    if stop == "" or (isinstance(stop, list) and "" in stop):  # as --stop '' is refused, not dropped
+        return BadRecord(rid, f"setting 'stop' must not be empty (it would stop before the first character), got {_shown(stop)}", number)
     return Record(rid, body, settings, number)
+
+
+# What each setting's JSON type is called in its error line.
+_WANTED = {key: {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(kind) for key, kind in _TYPES.items()}
+_WANTED["stop"] = "a string or a list of strings"
+
+
+def _shown(value: object) -> str:
+    """A record's value as the user wrote it, in JSON (true, null, "7"), cut short if long."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def derived_seed(seed: int, rid: str | int) -> int:

@@ -74,7 +74,8 @@ def generate(
     run = session.run(ids, request, logprobs=json_out, warn=note, progress=prefill_progress())
     out = Writer()
     stream = not (no_stream or json_out)
-    shown = InOrder(run.rows, lambda i: render.sample_separator(i, num_samples))
+    echoed = text if echo else ""  # before every sample, as --json --echo gives each its prompt
+    shown = InOrder(run.rows, lambda i: render.sample_separator(i, num_samples) + echoed)
     started, first = time.perf_counter(), None
     if echo and not json_out:
         out.write(text)

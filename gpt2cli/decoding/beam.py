@@ -79,7 +79,10 @@ def validate_options(
     if not is_int(num_beams) or num_beams < 1:
         raise InvalidValue("num_beams", "must be an integer >= 1", num_beams)
     if not is_int(num_return) or not 1 <= num_return <= num_beams:
-        raise InvalidValue("num_return", f"must be between 1 and {{num_beams}} ({num_beams})", num_return, "num_beams")
+        raise InvalidValue(
+            "num_return", f"must be between 1 and {{num_beams}} ({num_beams})", num_return, "num_beams",
+            remedy="lower {num_return} or raise {num_beams}",
+        )
     if not is_int(max_new_tokens) or max_new_tokens < 1:
         raise InvalidValue("max_new_tokens", "must be an integer >= 1", max_new_tokens)
     Penalties(repetition_penalty, no_repeat_ngram_size).validate()

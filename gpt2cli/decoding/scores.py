@@ -31,10 +31,14 @@ def score_record(s: Scored) -> dict:
     return {"tokens": s.tokens, "logprobs": [float(x) for x in s.logprobs], "total_logprob": s.total, "perplexity": s.perplexity}
 
 
+# score and score_strided say the same: a text with no tokens has nothing to score.
+EMPTY_TEXT = "nothing to score: the text is empty; give a text of at least one character"
+
+
 def check_scorable(ids: list[int], n_ctx: int) -> None:
     """Raises UsageError unless `score` can score ids in one pass: 1 to n_ctx tokens."""
     if not ids:
-        raise UsageError("nothing to score: the text is empty")
+        raise UsageError(EMPTY_TEXT)
     if len(ids) > n_ctx:
         raise OptionError(
             f"the text has {len(ids)} tokens but the model's context scores at most {n_ctx} at once; "

@@ -88,7 +88,7 @@ def read_config(path: Path) -> GPT2Config:
     try:
         d = json.loads(layout.read_small_text(path, layout.MAX_SIZE[layout.CONFIG_FILE]))
     except FileNotFoundError:
-        raise CheckpointError(f"{path}: config.json is missing; the folder is not a complete model") from None
+        raise CheckpointError(f"{path}: config.json is missing, so the folder is not a complete model; {fix}") from None
     except (OSError, UnicodeDecodeError) as e:
         reason = getattr(e, "strerror", None) or str(e)
         raise CheckpointError(f"{path}: cannot read config.json ({reason}); {fix}") from None

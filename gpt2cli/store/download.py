@@ -163,7 +163,8 @@ def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> lis
     where = f"{ref.repo_id} (commit {info.commit[:12]})"
     if info.model_type not in (None, "gpt2"):
         raise CheckpointError(
-            f"{where} is a {info.model_type!r} model; gpt2cli runs GPT-2 architecture models only"
+            f"{where} is a {info.model_type!r} model; gpt2cli runs GPT-2 architecture models only: "
+            "pick a GPT-2 repo (model_type gpt2)"
         )
     names = set(info.files)
     if holds == TOKENIZER_ONLY:

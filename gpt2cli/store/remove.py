@@ -54,7 +54,10 @@ def plan_removal(name: str, *, revision: str | None = None, weights_dir: Path | 
         files = [folder / n for n in listed if (folder / n).is_file()] + [folder / MARKER]
         kept = sorted(p.name for p in folder.iterdir() if p.name not in listed and p.name != MARKER)
     if not files and staging is None:
-        raise ModelNotFoundError(f"model {ref.display} is not downloaded (looked in {folder}); nothing to remove")
+        raise ModelNotFoundError(
+            f"model {ref.display} is not downloaded (looked in {folder}), so there is nothing to remove; "
+            "check the name: `gpt2cli models` lists the downloaded ones"
+        )
     size = sum(_size(p) for p in files) + (folder_size(staging) if staging else 0)
     return Plan(ref.display, folder, files, staging, kept, size)
 
