@@ -46,14 +46,15 @@ def check_slots(config: GPT2Config, slots: int, engines: int = 1) -> int:
     returns the bytes the keys and values take at most, all engines together."""
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 1:
         raise InvalidValue("batch_size", "must be an integer >= 1", slots)
-    needed, copies = engines * kv_cache_bytes(config, slots, config.n_positions), engines * layout_copy_bytes(config)
+    one_copy = layout_copy_bytes(config)  # one engine's
+    needed, copies = engines * kv_cache_bytes(config, slots, config.n_positions), engines * one_copy
     available = available_memory()
     if available is not None and needed + copies > available:
-        check_copies(copies // engines, available)  # not even one engine's copies fit
+        check_copies(one_copy, available)  # not even one engine's copies fit
         if copies > available:
             raise OptionError(
                 f"{engines} actors on this machine need ~{copies / 1e9:.1f} GB beyond the weights for their copies of the "
-                f"LM head and MLP weights (~{copies / engines / 1e9:.1f} GB each), {available / 1e9:.1f} GB available; lower {{ray_actors}}",
+                f"LM head and MLP weights (~{one_copy / 1e9:.1f} GB each), {available / 1e9:.1f} GB available; lower {{ray_actors}}",
                 "ray_actors",
             )
         if slots > 1:

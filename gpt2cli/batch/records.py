@@ -163,39 +163,37 @@ class Output:
             self._open(Path(path))
 
     def _open(self, path: Path) -> None:
+        cannot_write = "cannot write the output file {} ({}); choose another with -o"
         try:
             regular = not path.exists() or stat.S_ISREG(path.stat().st_mode)
             # Only a regular file can hold earlier results: a device or a pipe (/dev/full, /dev/stdout,
             # a FIFO) is written to, never read, since reading one may never end or never return.
             self._fd = os.open(path, (os.O_RDWR if regular else os.O_WRONLY) | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as e:
-            raise UsageError(f"cannot write the output file {path} ({e.strerror}); choose another with -o") from None
+            raise UsageError(cannot_write.format(path, e.strerror)) from None
         if not regular:
             return
         self._lock(path)
         try:
             data = _read_all(self._fd)
         except OSError as e:
-            self.close()
-            raise UsageError(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
-        refuse = UsageError(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
+            raise self._closed(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
         keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
-        try:
-            if not _torn_result(data[keep:]):
-                raise refuse  # not the start of a result: someone's data, never cut off
-            for line in data[:keep].splitlines():
-                try:
-                    result = json.loads(line)
-                    if not ("tokens" in result or "error" in result):  # e.g. the records of an input file
-                        raise KeyError("tokens")
-                    self.done.add(json.dumps(result["id"]))
-                except (ValueError, KeyError, TypeError, RecursionError):
-                    raise refuse from None
-            if keep < len(data):
+        keys = [_result_key(line) for line in data[:keep].splitlines()]
+        # a last line that is not the start of a result is someone's data: never cut off
+        if None in keys or not _torn_result(data[keep:]):
+            raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
+        self.done.update(keys)
+        if keep < len(data):
+            try:
                 os.ftruncate(self._fd, keep)
-        except BaseException:
-            self.close()
-            raise
+            except OSError as e:
+                raise self._closed(cannot_write.format(path, e.strerror)) from None
+
+    def _closed(self, message: str) -> UsageError:
+        """Closes the file (and so drops the run's hold on it): the error to raise about it."""
+        self.close()
+        return UsageError(message)
 
     def _lock(self, path: Path) -> None:
         """Holds the file for this run alone (released when it is closed, also by a killed process): two
@@ -205,22 +203,19 @@ class Output:
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            self.close()
-            raise UsageError(
+            raise self._closed(
                 f"another gpt2cli batch is writing {path}; wait for it to end (then rerun to resume) or give -o another file"
             ) from None
         except OSError:  # a file system without locks (some network ones): run unguarded, as before
             pass
 
     def write(self, obj: dict) -> None:
-        line = json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n"
-        # A lone surrogate (an id or setting written "\ud800" in the input) has no UTF-8: write it as the
-        # same JSON escape, which reads back as the same id (only strings can hold one).
-        line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+        # A lone surrogate (an id or setting written "\ud800" in the input) has no UTF-8: it is written as
+        # the same JSON escape, which reads back as the same id (only strings can hold one).
+        data = (json.dumps(obj, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8", "backslashreplace")
         if self._fd is None:
-            self._write_stdout(line)
+            self._write_stdout(data.decode("utf-8"))
             return
-        data = line.encode("utf-8")
         held = _hold_signals()
         try:
             while data:
@@ -251,6 +246,18 @@ def _read_all(fd: int) -> bytes:
 
 
 _RESULT_START = b'{"id": '  # how every line Output.write writes begins
+
+
+def _result_key(line: bytes) -> str | None:
+    """The id (as Record.key spells it) of a result line an earlier run wrote; None for any other line,
+    such as an input file's records (a result has tokens or an error)."""
+    try:
+        result = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(result, dict) or "id" not in result or not ("tokens" in result or "error" in result):
+        return None
+    return json.dumps(result["id"])
 
 
 def _torn_result(tail: bytes) -> bool:

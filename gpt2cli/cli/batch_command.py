@@ -157,19 +157,17 @@ def batch(
         raise typer.Exit(6)
 
 
-# batch's options that say how text is generated: --score generates none, so they would do nothing.
-_DECODING = {
-    "max_tokens": "--max-tokens", "temperature": "--temperature", "top_k": "--top-k", "top_p": "--top-p", "min_p": "--min-p", "typical_p": "--typical-p",
-    "repetition_penalty": "--repetition-penalty", "no_repeat_ngram": "--no-repeat-ngram", "penalty_alpha": "--penalty-alpha",
-    "seed": "--seed", "stop": "--stop", "ignore_eos": "--ignore-eos", "on_overflow": "--on-overflow",
-}  # fmt: skip
-
-
 def _refuse_decoding_options(ctx: typer.Context) -> None:
     """With --score, a decoding option given on the command line (or from the environment) is refused:
-    silently doing nothing with it would let a user believe it shaped the scores."""
+    silently doing nothing with it would let a user believe it shaped the scores. They are the record
+    settings (records.SETTINGS), each the long option of its name."""
+    from gpt2cli.batch.records import SETTINGS
+
     # compared by name: typer may carry its own copy of click, with its own ParameterSource
-    given = [flag for name, flag in _DECODING.items() if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")]
+    given = [
+        "--" + name.replace("_", "-") for name in sorted(SETTINGS)
+        if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+    ]  # fmt: skip
     if given:
         raise UsageError(f"{', '.join(given)} {'says' if len(given) == 1 else 'say'} how text is generated, and --score generates none; drop {'it' if len(given) == 1 else 'them'}")
 

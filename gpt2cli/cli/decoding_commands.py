@@ -21,6 +21,7 @@ from gpt2cli.cli.common import command_group, examples, open_session
 
 commands = command_group()
 
+
 @commands.command(
     epilog=examples(
         "gpt2cli beam \"The meaning of life is\"",
@@ -158,8 +159,7 @@ def compare(
     session = open_session(model, revision, weights_dir, offline)
     # Every row sees the same context, and beams do not slide: a prompt that does not fit is cut.
     mode = Overflow.TRUNCATE if on_overflow is Overflow.SLIDE else on_overflow
-    n_ctx = session.model.config.n_positions
-    ids = fit_prompt(session.prompt_ids(text, allow_special), n_ctx, max_tokens, mode, note, slides=False)
+    ids = fit_prompt(session.prompt_ids(text, allow_special), session.model.config.n_positions, max_tokens, mode, note, slides=False)
     table = out.is_tty and not json_out
     progress = ProgressLine("comparing", delay=0.0, unit="decoding") if stderr_is_tty() else None
     rows, shared = [], session.prefills(ids, max_tokens, chosen)  # the prompt prefilled once for every row

@@ -86,7 +86,7 @@ def read_config(path: Path) -> GPT2Config:
     path = Path(path)
     fix = layout.remedy(path.parent)
     try:
-        d = json.loads(layout.read_small_text(path, layout.MAX_SIZE[layout.CONFIG_FILE]))
+        d = json.loads(layout.read_small_text(path))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: config.json is missing, so the folder is not a complete model; {fix}") from None
     except (OSError, UnicodeDecodeError) as e:

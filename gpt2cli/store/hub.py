@@ -238,7 +238,7 @@ def read_marker(folder: Path, need: str = WHOLE_MODEL) -> dict | None:
     never replaces a folder the user changed unless asked (`download --force`); see changed_files().
     """
     try:
-        marker = json.loads(read_small_text(Path(folder) / MARKER, _MAX_MARKER))
+        marker = json.loads(read_small_text(Path(folder) / MARKER))
         files, holds = marker["files"], marker.get("holds", WHOLE_MODEL)
         if not isinstance(marker["repo_id"], str) or not isinstance(files, dict) or holds not in (WHOLE_MODEL, TOKENIZER_ONLY):
             return None
@@ -252,9 +252,6 @@ def read_marker(folder: Path, need: str = WHOLE_MODEL) -> dict | None:
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
         return None
     return marker
-
-
-_MAX_MARKER = 1 << 20  # a marker lists a handful of files; anything bigger is not ours
 
 
 def _plain_name(name: object) -> bool:

@@ -24,8 +24,9 @@ SHARD = re.compile(r"model-(\d{5})-of-(\d{5})\.safetensors")
 # gpt2cli's own bookkeeping in a downloaded folder: written last, it says the download is complete.
 MARKER = ".gpt2cli-complete.json"
 # The most the small files may take (GPT-2's: config.json < 1 kB, the index ~30 kB, vocab.json 1 MB,
-# merges.txt 0.5 MB; a vocabulary 50 times bigger still fits): read, or fetched from the Hub, only below.
-MAX_SIZE = {CONFIG_FILE: 16 << 20, SHARD_INDEX: 16 << 20, "vocab.json": 64 << 20, "merges.txt": 64 << 20}
+# merges.txt 0.5 MB; a vocabulary 50 times bigger still fits; a marker lists a handful of files): read,
+# or fetched from the Hub, only below.
+MAX_SIZE = {CONFIG_FILE: 16 << 20, SHARD_INDEX: 16 << 20, "vocab.json": 64 << 20, "merges.txt": 64 << 20, MARKER: 1 << 20}
 # What a marker says its folder holds: the whole model, or only the tokenizer (`gpt2cli tokenize`).
 WHOLE_MODEL, TOKENIZER_ONLY = "model", "tokenizer"
 # Weights as Python pickles (never loaded: unpickling runs code) or formats we do not read; their
@@ -93,12 +94,11 @@ def shards_of_index(text: str, where: str, remedy: str) -> list[str]:
     return sorted(shards)
 
 
-def read_small_text(path: Path, limit: int | None = None) -> str:
+def read_small_text(path: Path) -> str:
     """A small UTF-8 file of a model folder (config, shard index, tokenizer, marker), read only when it is
-    a regular file of at most `limit` bytes (default: MAX_SIZE for its name): a FIFO there would block
-    for ever, /dev/zero or a huge file would fill memory. OSError otherwise (UnicodeDecodeError for
-    bytes that are not UTF-8)."""
-    limit = limit or MAX_SIZE.get(Path(path).name, 1 << 20)  # the marker, and anything else: 1 MB
+    a regular file of at most MAX_SIZE for its name: a FIFO there would block for ever, /dev/zero or a
+    huge file would fill memory. OSError otherwise (UnicodeDecodeError for bytes that are not UTF-8)."""
+    limit = MAX_SIZE[Path(path).name]
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO does not wait for a writer
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):

@@ -82,6 +82,10 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
             else f"{len(tokens)} tokens but merges.txt builds {len(expected)}"
         )
         raise CheckpointError(f"{vocab_path}: {detail}; the two files do not belong together: {fix}")
+    if eot in expected.values():  # one id for two tokens: decoding it, and stopping at it, would be wrong
+        raise CheckpointError(
+            f"{vocab_path}: {ENDOFTEXT} has id {eot}, which token {order[eot]!r} has already; {fix}"
+        )
     # str.translate + latin-1 turn stand-in strings into bytes at C speed, one character per byte, so
     # the tokens are translated joined and cut apart again at their lengths.
     table = str.maketrans({ch: chr(b) for ch, b in decoder.items()})
@@ -92,10 +96,6 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
         raise CheckpointError(f"{vocab_path}: token {bad!r} is not in GPT-2's byte alphabet; {fix}") from None
     ends = list(itertools.accumulate(map(len, order)))
     ranks = dict(zip(map(joined.__getitem__, map(slice, [0, *ends[:-1]], ends)), itertools.count()))
-    if eot in expected.values():  # one id for two tokens: decoding it, and stopping at it, would be wrong
-        raise CheckpointError(
-            f"{vocab_path}: {ENDOFTEXT} has id {eot}, which token {order[eot]!r} has already; {fix}"
-        )
     return ranks, eot
 
 
