@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,6 +27,11 @@ from typing import Callable
 from gpt2cli.errors import DownloadError
 
 _READ_TIMEOUT = 30.0  # seconds without a byte before a stalled transfer is retried
+# A transfer that brings fewer than _MIN_RATE bytes/s over _RATE_WINDOW seconds counts as stalled too
+# (as curl's --speed-limit/--speed-time): a server trickling a byte at a time never trips the read
+# timeout, and would hold the download for days. A real link, even a poor one, is far above this.
+_MIN_RATE = 1024
+_RATE_WINDOW = 60.0
 _ATTEMPTS = 5  # transfers of one file per run (each resumes where the last stopped)
 _HASH_BLOCK = 1 << 20
 
@@ -114,6 +121,8 @@ def fetch_file(url: str, headers: dict, remote: Remote, staging: Path, stop: thr
     """Brings `remote` into `staging`, resuming its .part file; raises DownloadError when the Hub keeps
     breaking the transfer, and retries from byte 0 once when the finished bytes fail the checksum."""
     final, part = staging / remote.name, staging / (remote.name + ".part")
+    for path in (final, part):  # a symlink or a special file here is not one we wrote: never follow it
+        _remove_unless_regular(path)
     if final.exists():
         if is_verified(final, remote):
             return
@@ -130,6 +139,27 @@ def fetch_file(url: str, headers: dict, remote: Remote, staging: Path, stop: thr
         f"the Hub sent {remote.name} twice with the wrong size or checksum; the file on the Hub or a proxy "
         "in between is broken: try again later, or pass --model PATH to a model folder"
     )
+
+
+def _remove_unless_regular(path: Path) -> None:
+    """Removes path if it is a symlink, a pipe, a device or any other non-regular, non-folder entry."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        os.unlink(path)
+
+
+class _TooSlow(ConnectionError):
+    """A transfer far below any real link's speed (_MIN_RATE over _RATE_WINDOW): resumed like a broken one."""
+
+
+def _open_part(part: Path, mode: str):
+    """The .part file for writing ("wb" from byte 0, "ab" appending), unbuffered, never through a symlink
+    (O_NOFOLLOW: one planted after the check in fetch_file fails here instead of being written through)."""
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    return open(os.open(part, flags, 0o644), mode, buffering=0)
 
 
 def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threading.Event, bar) -> None:
@@ -159,7 +189,8 @@ def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threadi
                     bar.update(have if mode == "ab" else 0)
                 # Never more than the Hub listed: a server (or proxy) sending without end must not fill the disk.
                 left = None if remote.size is None else remote.size - (have if mode == "ab" else 0)
-                with open(part, mode, buffering=0) as f:  # unbuffered: a killed run keeps every byte received
+                window_start, window_bytes = time.monotonic(), 0
+                with _open_part(part, mode) as f:  # unbuffered: a killed run keeps every byte received
                     for chunk in response.iter_bytes():
                         if stop.is_set():
                             return
@@ -171,6 +202,11 @@ def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threadi
                             bar.update(len(chunk))
                         if left == 0:
                             break  # the rest, if any, is not the listed file: the checksum judges what came
+                        window_bytes += len(chunk)
+                        if time.monotonic() - window_start >= _RATE_WINDOW:  # what came is kept: the next try resumes
+                            if window_bytes < _MIN_RATE * _RATE_WINDOW:
+                                raise _TooSlow(remote.name)
+                            window_start, window_bytes = time.monotonic(), 0
             if remote.size is None or part.stat().st_size >= remote.size:
                 return
         except Exception as e:  # noqa: BLE001 - transport errors: resume; HTTP errors: raised below
@@ -179,6 +215,11 @@ def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threadi
             last = e
         if stop.is_set():
             return
+    if isinstance(last, _TooSlow):
+        raise DownloadError(
+            f"the Hub sent {remote.name} at under {_MIN_RATE} bytes/s for {_ATTEMPTS} tries of {_RATE_WINDOW:.0f} s; "
+            "the connection is too slow or stalled: run the command again later to resume"
+        )
     if last is not None:
         raise last
     raise ConnectionError(f"the transfer of {remote.name} kept stopping early")
