@@ -139,3 +139,40 @@ def test_the_part_file_is_opened_without_following_a_symlink_planted_after_the_c
         with pytest.raises(OSError):
             fetch._open_part(part, mode)
     assert victim.read_bytes() == b"kept\n"
+
+
+# --- the Hub's description of a repo is read up to a bound ---------------------------------------------
+
+
+def _endless_api_handler(sent: list[int]):
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()  # no length: the answer ends when the server closes, here never on its own
+            try:
+                self.wfile.write(b'{"id": "someone/tiny", "sha": "' + b"a" * 40 + b'", "siblings": [')
+                sent[0] = 0
+                while sent[0] < 300 << 20:  # a bound for the test itself: the fix stops reading at 64 MB
+                    self.wfile.write(b'{"rfilename": "x.bin"}, ' * 4096)
+                    sent[0] += 23 * 4096
+            except OSError:
+                pass
+
+    return Handler
+
+
+def test_a_hub_describing_a_repo_without_end_is_refused_not_read_into_memory(tmp_path):
+    from tests.support.cli import assert_one_error_line, run_quick
+
+    sent = [0]
+    with serving(_endless_api_handler(sent)) as url:
+        endpoint = url.rsplit("/", 1)[0]
+        r = run_quick("download", "someone/tiny", "--weights-dir", tmp_path / "w",
+                      env={"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": None})  # fmt: skip
+    line = assert_one_error_line(r, 4)
+    assert "the Hub's description of someone/tiny is over 64 MB" in line and "check HF_ENDPOINT" in line
+    assert sent[0] < 200 << 20, "the whole endless answer was read"

@@ -33,6 +33,9 @@ from gpt2cli.store.layout import (
 
 _STAGING_NOTE = ".gpt2cli-staging"  # the commit a staging folder is downloading, so resumes never mix commits
 _API_TIMEOUT = 10.0  # seconds to wait for the Hub's metadata answer: a black-holed network must not hang us
+# The metadata answer is read up to this many bytes (gpt2-xl's, every file with its checksum, is ~10 KB; a
+# repo of thousands of files a few MB): a server answering without end must not grow memory without bound.
+_MAX_API_ANSWER = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -147,14 +150,41 @@ def model_lock(root: Path, folder_name: str, ref: HubRef, progress: bool, wait: 
 
 def _fetch_repo_info(ref: HubRef) -> _RepoInfo:
     """One API call: the commit the revision points to, its file list with sizes and checksums, its model type."""
-    from huggingface_hub import HfApi
-
-    api = HfApi(endpoint=endpoint(), library_name="gpt2cli")
-    info = api.model_info(ref.repo_id, revision=ref.revision, files_metadata=True, timeout=_API_TIMEOUT)
+    info = _model_info(ref)
     if not info.sha:
         raise DownloadError(f"the Hub did not say which commit {ref.display} is at; try again later")
     config = info.config if isinstance(info.config, dict) else {}
     return _RepoInfo(commit=info.sha, files=remote_files(info.siblings), model_type=config.get("model_type"))
+
+
+def _model_info(ref: HubRef):
+    """HfApi.model_info(files_metadata=True), with the answer read up to _MAX_API_ANSWER bytes: the same
+    request (address, parameters, headers), errors (hf_raise_for_status) and ModelInfo, but a server
+    answering without end is refused instead of growing memory until the process dies."""
+    from urllib.parse import quote
+
+    from huggingface_hub import ModelInfo
+    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+
+    from huggingface_hub import constants
+
+    base = (endpoint() or constants.ENDPOINT).rstrip("/")
+    url = f"{base}/api/models/{ref.repo_id}"
+    if ref.revision is not None:
+        url += f"/revision/{quote(ref.revision, safe='')}"
+    headers = build_hf_headers(library_name="gpt2cli")
+    with get_session().stream("GET", url, headers=headers, params={"blobs": True}, timeout=_API_TIMEOUT) as r:
+        body = bytearray()
+        for chunk in r.iter_bytes():
+            body += chunk
+            if len(body) > _MAX_API_ANSWER:
+                raise DownloadError(
+                    f"the Hub's description of {ref.display} is over {_MAX_API_ANSWER >> 20} MB, far more than "
+                    "any model repo's; check HF_ENDPOINT, or pass --model PATH to a model folder"
+                )
+        answer = type(r)(r.status_code, headers=r.headers, content=bytes(body), request=r.request)
+    hf_raise_for_status(answer)
+    return ModelInfo(**answer.json())
 
 
 def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> list[str]:
