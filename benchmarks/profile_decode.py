@@ -51,8 +51,9 @@ def instrument(model) -> dict[str, float]:
     engine.linear = timed(engine.linear, callable)
     # mlp.c_proj in the engine's own [n_embd, 4*n_embd] layout (a pass that is not split): its shape is c_fc's
     engine.linear_t = timed(engine.linear_t, "matmul mlp.c_proj")
-    # a long prompt's products run split over threads, with their bias, GELU (c_fc) and residual add
-    engine.split_linear = timed(engine.split_linear, callable)
+    # a long prompt's layers run split over threads: attention by heads (timed above), everything else
+    # (products, layer norms, GELU, residual adds, the next layer's c_attn) in row parts, timed as one
+    engine.GPT2Model._row_parts = timed(engine.GPT2Model._row_parts, "split pass: row parts (products, norms, GELU, adds)")
     engine.GPT2Model._store_kv = timed(engine.GPT2Model._store_kv, "last layer: other positions' keys/values only")
     engine.layer_norm = timed(engine.layer_norm, "layer norm")
     engine.gelu_new = timed(engine.gelu_new, "gelu (with c_fc's bias)")

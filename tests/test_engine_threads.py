@@ -101,7 +101,7 @@ def test_a_prompt_split_over_threads_gives_the_one_thread_numbers(wide_model, mo
     monkeypatch.setattr(threads, "split", lambda fn, n, **kw: (used.append(kw.get("calls_blas", False)), real_split(fn, n, **kw)))
     split_cache = wide_model.new_cache(2)
     split = wide_model.forward(ids, split_cache, all_logits=True)
-    assert used.count(True) >= 4 * 3 and False in used  # products and attention, and layer norms, were split
+    assert used.count(True) == 1 + 2 * 3 and False in used  # attention and row parts per layer, and the final norm, were split
     assert split.dtype == np.float32 and split_cache.k.dtype == np.float32
     np.testing.assert_allclose(split, serial, atol=1e-5)
     np.testing.assert_allclose(split_cache.k[:, :, :, :50], serial_cache.k[:, :, :, :50], atol=1e-5)
@@ -144,29 +144,43 @@ def test_more_parts_add_workers_instead_of_starting_a_new_pool():
     assert engine_threads() == running and len(running) == 2  # 3 parts: the caller and 2 workers
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_a_split_product_is_x_times_w_in_every_form_into_its_own_c_contiguous_result(workers):
-    from gpt2cli.engine.kernels import gelu_new, split_linear
-
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((37, 24), dtype=np.float32)
-    w = rng.standard_normal((24, 53), dtype=np.float32)  # columns split unevenly
-    bias = rng.standard_normal(53, dtype=np.float32)
-    expect = x.astype(np.float64) @ w.astype(np.float64)
+@pytest.mark.skipif(not numpy_uses_openblas(), reason="the split pass needs OpenBLAS's thread control")
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_split_pass_runs_each_layer_as_two_fork_joins_and_its_row_parts_split_the_rows_unevenly(wide_model, workers, monkeypatch):
+    """Attention by heads, then one row part per thread for the rest of the layer (and the next layer's
+    products): 1 + 2 per layer fork-joins that call BLAS, whatever the row count; 37 rows split 3 ways
+    gives parts of different sizes, and every row's numbers are still the one-thread pass's."""
+    ids = np.random.default_rng(5).integers(0, wide_model.config.vocab_size, (1, 37))
+    threads.set_workers(1)
+    serial_cache = wide_model.new_cache(1)
+    serial = wide_model.hidden_states(ids, serial_cache)
     threads.set_workers(workers)
-    try:
-        plain = split_linear(x, w)
-        with_bias = split_linear(x, w, bias)
-        with_gelu = split_linear(x, w, bias, gelu=True)
-        residual = rng.standard_normal((37, 53), dtype=np.float32)
-        before = residual.copy()
-        added = split_linear(x, w, bias, add_to=residual)
-    finally:
-        threads.set_workers(None)
-    for y in (plain, with_bias, with_gelu):
-        assert y.dtype == np.float32 and y.shape == (37, 53) and y.flags.c_contiguous and y.flags.writeable
-    np.testing.assert_allclose(plain, expect, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(with_bias, expect + bias, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(with_gelu, gelu_new((expect + bias).astype(np.float32)), rtol=1e-5, atol=1e-5)
-    assert added is residual
-    np.testing.assert_allclose(residual, before + expect + bias, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(engine, "_SPLIT_ROWS", 8)
+    calls = []
+    real_split = threads.split
+    monkeypatch.setattr(threads, "split", lambda fn, n, **kw: (calls.append((n, kw.get("calls_blas", False))), real_split(fn, n, **kw)))
+    split_cache = wide_model.new_cache(1)
+    split = wide_model.hidden_states(ids, split_cache)
+    n_layer, n_head = wide_model.config.n_layer, wide_model.config.n_head
+    assert [c for c in calls if c[1]] == [(37, True)] + [(n_head, True), (37, True)] * n_layer
+    assert split.dtype == np.float32
+    np.testing.assert_allclose(split, serial, atol=1e-5)
+    np.testing.assert_allclose(split_cache.k[:, :, :, :37], serial_cache.k[:, :, :, :37], atol=1e-5)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_both_prefills_of_compare_equal_their_own_passes_when_split(wide_model, workers, monkeypatch):
+    """prefill_two_ways reuses the split pass's products for the last layer: both results and caches are
+    the single passes' (the last-position shortcut and the full pass), bit for bit."""
+    threads.set_workers(workers)
+    monkeypatch.setattr(engine, "_SPLIT_ROWS", 8)
+    ids = np.random.default_rng(6).integers(0, wide_model.config.vocab_size, (1, 45))
+    last, every = wide_model.new_cache(1), wide_model.new_cache(1)
+    h_last, h_every = wide_model.prefill_two_ways(ids, last, every)
+    one_last, one_every = wide_model.new_cache(1), wide_model.new_cache(1)
+    np.testing.assert_array_equal(h_last, wide_model.hidden_states(ids, one_last, last_only=True))
+    np.testing.assert_array_equal(h_every, wide_model.hidden_states(ids, one_every))
+    for mine, theirs in ((last, one_last), (every, one_every)):
+        assert mine.length == theirs.length == 45
+        np.testing.assert_array_equal(mine.k, theirs.k)
+        np.testing.assert_array_equal(mine.v, theirs.v)

@@ -81,14 +81,14 @@ def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, 
         out = np.empty_like(rows)  # [N, n_embd]
 
         def part(start: int, stop: int) -> None:
-            out[start:stop] = _layer_norm_rows(rows[start:stop], weight, bias, eps)
+            out[start:stop] = layer_norm_rows(rows[start:stop], weight, bias, eps)
 
         threads.split(part, len(rows))
         return out.reshape(x.shape)
-    return _layer_norm_rows(x, weight, bias, eps)
+    return layer_norm_rows(x, weight, bias, eps)
 
 
-def _layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
     # [..., n_embd] -> [..., n_embd] (a new array)
     n = x.shape[-1]
     if x.size == n:  # one row (decoding): scalar statistics, 6 array operations in all
@@ -263,34 +263,6 @@ def linear_t(x: np.ndarray, weight_t: np.ndarray, bias: np.ndarray) -> np.ndarra
     out = matmul_t(x, weight_t)
     out += bias
     return out
-
-
-def split_linear(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None, *, gelu: bool = False, add_to: np.ndarray | None = None
-) -> np.ndarray:
-    """A long prompt's x @ weight (+ bias) (then GELU), in column parts on the engine's threads.
-
-    [N, n_in] @ [n_in, n_out] -> [N, n_out]: a new array, or added into add_to (the residual stream)
-    and add_to returned. Each part runs one single-threaded GEMM on its columns of the weight (so it
-    packs only those), written straight into its columns of the result (BLAS takes the row stride), and
-    finishes them while they are in its cache.
-    """
-    out = np.empty((x.shape[0], weight.shape[1]), F32) if add_to is None else None  # [N, n_out]
-
-    def part(c0: int, c1: int) -> None:
-        if add_to is None:
-            y = np.matmul(x, weight[:, c0:c1], out=out[:, c0:c1])  # [N, c1-c0] view of out
-        else:
-            y = np.matmul(x, weight[:, c0:c1])  # [N, c1-c0]
-        if gelu:
-            gelu_rows(y, None if bias is None else bias[c0:c1])
-        elif bias is not None:
-            y += bias[c0:c1]
-        if add_to is not None:
-            add_to[:, c0:c1] += y
-
-    threads.split(part, weight.shape[1], calls_blas=True)
-    return out if add_to is None else add_to
 
 
 def softmax(x: np.ndarray, *, inplace: bool = False) -> np.ndarray:

@@ -7,13 +7,12 @@ prints or touches files.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable
 
 import numpy as np
 
 from gpt2cli.engine import threads
-from gpt2cli.engine.kernels import F32, layer_norm, gelu_new, linear, linear_t, lm_head, lm_head_layout, matmul, softmax, split_linear, transposed
+from gpt2cli.engine.kernels import F32, layer_norm, layer_norm_rows, gelu_new, gelu_rows, linear, linear_t, lm_head, lm_head_layout, matmul, softmax, transposed
 from gpt2cli.engine.cache import KVCache, SharedPrefixCache, SlotCache
 from gpt2cli.spec import GPT2Config, Weights
 
@@ -25,6 +24,11 @@ _QUERY_TILE = 128
 # (GPT2Model.splits, engine.threads): a 512-token prefill took ~400 ms instead of ~460 on 2 cores.
 # Below it, handing work to a thread costs more than it saves.
 _SPLIT_ROWS = 32
+# A split pass runs each layer as two fork-joins: attention by heads, then everything else in row parts
+# (each thread its rows' products, layer norms, GELU and residual adds, then the next layer's layer norm
+# and c_attn product), instead of one fork-join per step (seven a layer). Each part runs longer, so the
+# threads wait on each other less often: a 512-token GPT-2 small prefill measured 1.03-1.10x faster
+# (paired, same process; benchmarks/README.md).
 
 
 def layout_copy_bytes(config: GPT2Config) -> int:
@@ -72,15 +76,17 @@ class GPT2Model:
         return mask
 
     def _attention(
-        self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, *, split: bool = False
+        self, qkv: np.ndarray, bias: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, *, split: bool = False,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
-        # [B*T, 3*n_embd] (c_attn's product, its bias not yet added) for positions past.. -> [B*T, n_embd]
+        # [B*T, 3*n_embd] (c_attn's product, its bias not yet added; q's part is scaled in place) for
+        # positions past.. -> [B*T, n_embd] (into out [B*T, n_embd] if given)
         cfg = self.config
         if t == 1:
             return self._decode_attention(qkv, bias, layer, cache, past)
         qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
         bias = bias.reshape(3, cfg.n_head, cfg.head_dim)  # [3, n_head, head_dim]
-        out = np.empty((b, t, cfg.n_head, cfg.head_dim), F32)  # [B, T, n_head, head_dim]
+        out = np.empty((b, t, cfg.n_head, cfg.head_dim), F32) if out is None else out.reshape(b, t, cfg.n_head, cfg.head_dim)
         if split:  # a prompt: heads in parts on the engine's threads
             threads.split(lambda h0, h1: self._attend_heads(qkv, bias, layer, cache, past, out, h0, h1), cfg.n_head, calls_blas=True)
         else:
@@ -189,9 +195,10 @@ class GPT2Model:
         """
         tokens = np.asarray(tokens)
         shortcut = last_only and tokens.shape[1] > 1
-        x, split = self._run_layers(tokens, cache, progress, self.config.n_layer - 1 if shortcut else self.config.n_layer)
+        layers = self.config.n_layer - 1 if shortcut else self.config.n_layer
+        x, split, qkv = self._run_layers(tokens, cache, progress, layers)
         if shortcut:
-            return self._last_layer_last_position(x, tokens.shape, cache, split, progress)
+            return self._last_layer_last_position(x, tokens.shape, cache, qkv, progress)
         return self._final_norm(x, tokens.shape, cache, split)
 
     def padded_hidden_states(self, rows: list[list[int]], cache: KVCache) -> tuple[np.ndarray, np.ndarray]:
@@ -231,18 +238,29 @@ class GPT2Model:
             last.k[:, :, :, :1], last.v[:, :, :, :1], last.length = every.k[:, :, :, :1], every.v[:, :, :, :1], 1
             return h, h
         below = self.config.n_layer - 1
-        x, split = self._run_layers(tokens, last, progress, below)
+        x, split, qkv = self._run_layers(tokens, last, progress, below)
         every.k[:below, :, :, :t] = last.k[:below, :, :, :t]
         every.v[:below, :, :, :t] = last.v[:below, :, :, :t]
         full = x.copy()  # [T, n_embd]
-        with threads.one_blas_thread() if split else nullcontext():
-            self._layer(full, below, every, b, t, 0, split)
+        if split:  # the last layer from the products the split pass made for it (their keys and values kept)
+            with threads.one_blas_thread():
+                self._split_layer(full, qkv, below, every, b, t, 0)
+        else:
+            self._layer(full, below, every, b, t, 0)
         h_every = self._final_norm(full, tokens.shape, every, split)
-        return self._last_layer_last_position(x, tokens.shape, last, split, None), h_every
+        return self._last_layer_last_position(x, tokens.shape, last, qkv, None), h_every
 
-    def _run_layers(self, tokens: np.ndarray, cache: KVCache, progress: Progress | None, layers: int) -> tuple[np.ndarray, bool]:
+    def _run_layers(
+        self, tokens: np.ndarray, cache: KVCache, progress: Progress | None, layers: int
+    ) -> tuple[np.ndarray, bool, np.ndarray | None]:
         """Embeds tokens [B, T] at the cache's next positions and runs the first `layers` layers over them,
-        writing their keys and values: (the residual stream [B*T, n_embd], whether the pass runs split)."""
+        writing their keys and values. -> (the residual stream [B*T, n_embd], whether the pass ran split,
+        and, from a split pass that stops below the last layer, the next layer's c_attn products
+        [B*T, 3*n_embd], bias not added).
+
+        (Computing only the keys' and values' columns for a last-position prefill's last layer would save
+        ~0.7 % of a prompt's products, but a GEMM over other columns rounds differently, and compare's
+        prefill_two_ways must give both prefills' bits from one pass.)"""
         cfg = self.config
         b, t = tokens.shape
         past = cache.length  # None for slots: each row at its own position
@@ -251,27 +269,82 @@ class GPT2Model:
         # Slots' decoding steps run on OpenBLAS's own threads, not split: a step's products have a few
         # dozen rows, and there OpenBLAS's threaded GEMM measured ~20% faster than column parts on two
         # engine threads (GPT-2 small, 16-48 rows, same run; benchmarks/README.md).
-        split = past is not None and self.splits(b * t)
-        with threads.one_blas_thread() if split else nullcontext():
+        if not (past is not None and self.splits(b * t)):
             for layer in range(layers):
-                self._layer(x, layer, cache, b, t, past, split)
+                self._layer(x, layer, cache, b, t, past)
                 if progress is not None:
                     progress(layer + 1, cfg.n_layer)
-        return x, split
+            return x, False, None
+        n, d = b * t, cfg.n_embd
+        with threads.one_blas_thread():
+            qkv = np.empty((n, 3 * d), F32)  # [B*T, 3*n_embd]: each layer's c_attn products, one buffer for all
+            self._row_parts(x, qkv, None, None, 0)
+            attn = np.empty((n, d), F32)  # [B*T, n_embd]: each layer's attention output, one buffer for all
+            for layer in range(layers):
+                self._split_layer(x, qkv, layer, cache, b, t, past, attn=attn)
+                if progress is not None:
+                    progress(layer + 1, cfg.n_layer)
+        return x, True, (qkv if layers < cfg.n_layer else None)
+
+    def _split_layer(
+        self, x: np.ndarray, qkv: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, *, attn: np.ndarray | None = None
+    ) -> None:
+        """One layer of a split pass, from its c_attn products qkv [B*T, 3*n_embd] (bias not added):
+        attention by heads (into attn [B*T, n_embd] if given), then the rest in row parts, which go on to
+        the next layer's layer norm and c_attn product into qkv; x [B*T, n_embd] is updated in place. The
+        caller holds OpenBLAS to one thread."""
+        attn = self._attention(qkv, self._blocks[layer].c_attn_bias, layer, cache, b, t, past, split=True, out=attn)  # [B*T, n_embd]
+        self._row_parts(x, qkv, attn, layer, layer + 1 if layer + 1 < self.config.n_layer else None)
+
+    def _row_parts(self, x: np.ndarray, qkv: np.ndarray, attn: np.ndarray | None, layer: int | None, nxt: int | None) -> None:
+        """In row parts on the engine's threads: layer `layer`'s steps after attention (if not None), then
+        layer nxt's ln_1 and c_attn product into qkv (if not None)."""
+
+        def part(r0: int, r1: int) -> None:
+            if layer is not None:
+                self._rows_rest(x, attn, layer, r0, r1)
+            if nxt is not None:
+                self._rows_qkv(x, qkv, nxt, r0, r1)
+
+        threads.split(part, len(x), calls_blas=True)
+
+    def _rows_qkv(self, x: np.ndarray, qkv: np.ndarray, layer: int, r0: int, r1: int) -> None:
+        """Rows r0..r1-1 of a layer's ln_1 and c_attn product into qkv, bias not added."""
+        blk = self._blocks[layer]
+        h = layer_norm_rows(x[r0:r1], blk.ln_1_weight, blk.ln_1_bias, self._eps)  # [r, n_embd]
+        np.matmul(h, blk.c_attn_weight, out=qkv[r0:r1])
+
+    def _rows_rest(self, x: np.ndarray, attn: np.ndarray, layer: int, r0: int, r1: int) -> None:
+        """Rows r0..r1-1 of a layer after attention: attn.c_proj, the residual, ln_2, the MLP, the residual."""
+        blk = self._blocks[layer]
+        rows = x[r0:r1]  # [r, n_embd] view
+        y = np.matmul(attn[r0:r1], blk.attn_c_proj_weight)  # [r, n_embd]
+        y += blk.attn_c_proj_bias
+        rows += y
+        h = layer_norm_rows(rows, blk.ln_2_weight, blk.ln_2_bias, self._eps)  # [r, n_embd]
+        fc = np.matmul(h, blk.c_fc_weight)  # [r, 4*n_embd]
+        gelu_rows(fc, blk.c_fc_bias)
+        y = np.matmul(fc, blk.mlp_c_proj_weight)  # [r, n_embd]
+        y += blk.mlp_c_proj_bias
+        rows += y
 
     def _last_layer_last_position(
-        self, x: np.ndarray, shape: tuple[int, int], cache: KVCache, split: bool, progress: Progress | None
+        self, x: np.ndarray, shape: tuple[int, int], cache: KVCache, qkv: np.ndarray | None, progress: Progress | None
     ) -> np.ndarray:
         """The last layer of hidden_states(last_only=True): only the keys and values of positions but the
-        last, then the last position alone, as a decoding step runs it. -> [B, 1, n_embd]"""
+        last (from qkv, the products a split pass made for this layer, or computed here), then the last
+        position alone, as a decoding step runs it. -> [B, 1, n_embd]"""
         cfg = self.config
         b, t = shape
         past, last = cache.length, cfg.n_layer - 1
-        with threads.one_blas_thread() if split else nullcontext():
+        if qkv is not None:
+            kv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)[:, :-1]  # [B, T-1, 3, n_head, head_dim]
+            self._write_kv(kv, self._blocks[last].c_attn_bias.reshape(3, cfg.n_head, cfg.head_dim), last, cache, past, slice(None))
+        else:
             head = x.reshape(b, t, -1)[:, :-1].reshape(b * (t - 1), -1)  # [B*(T-1), n_embd]
-            self._store_kv(head, last, cache, b, t - 1, past, split)
+            self._store_kv(head, last, cache, b, t - 1, past)
         x = np.ascontiguousarray(x.reshape(b, t, -1)[:, -1])  # [B, n_embd]
-        self._layer(x, last, cache, b, 1, past + t - 1, split=False)
+        self._layer(x, last, cache, b, 1, past + t - 1)
         if progress is not None:
             progress(cfg.n_layer, cfg.n_layer)
         return self._final_norm(x, (b, 1), cache, False, appended=t)
@@ -292,29 +365,19 @@ class GPT2Model:
         """
         return rows >= _SPLIT_ROWS and threads.workers() > 1 and threads.can_pin_blas()
 
-    def _layer(self, x: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, split: bool) -> None:
-        """One transformer layer over positions past..past+T-1; updates the residual stream x in place.
-
-        split: every step in parts on the engine's threads (a long prompt, BLAS held to one thread).
-        """
+    def _layer(self, x: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int) -> None:
+        """One transformer layer over positions past..past+T-1, on the caller's thread (OpenBLAS's own
+        threads in the products); updates the residual stream x in place. A split pass runs its layers
+        through _split_layer instead."""
         # x [B*T, n_embd]
         blk, eps = self._blocks[layer], self._eps
-        if not split:
-            h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps)  # [B*T, n_embd]
-            qkv = matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
-            attn = self._attention(qkv, blk.c_attn_bias, layer, cache, b, t, past)  # [B*T, n_embd]
-            x += linear(attn, blk.attn_c_proj_weight, blk.attn_c_proj_bias)
-            h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps)  # [B*T, n_embd]
-            fc = gelu_new(matmul(h, blk.c_fc_weight), blk.c_fc_bias)  # [B*T, 4*n_embd]
-            x += linear_t(fc, self._mlp_proj_layout(layer), blk.mlp_c_proj_bias)
-            return
-        h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps, split=True)  # [B*T, n_embd]
-        qkv = split_linear(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
-        attn = self._attention(qkv, blk.c_attn_bias, layer, cache, b, t, past, split=True)  # [B*T, n_embd]
-        split_linear(attn, blk.attn_c_proj_weight, blk.attn_c_proj_bias, add_to=x)
-        h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps, split=True)  # [B*T, n_embd]
-        fc = split_linear(h, blk.c_fc_weight, blk.c_fc_bias, gelu=True)  # [B*T, 4*n_embd]
-        split_linear(fc, blk.mlp_c_proj_weight, blk.mlp_c_proj_bias, add_to=x)
+        h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, eps)  # [B*T, n_embd]
+        qkv = matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
+        attn = self._attention(qkv, blk.c_attn_bias, layer, cache, b, t, past)  # [B*T, n_embd]
+        x += linear(attn, blk.attn_c_proj_weight, blk.attn_c_proj_bias)
+        h = layer_norm(x, blk.ln_2_weight, blk.ln_2_bias, eps)  # [B*T, n_embd]
+        fc = gelu_new(matmul(h, blk.c_fc_weight), blk.c_fc_bias)  # [B*T, 4*n_embd]
+        x += linear_t(fc, self._mlp_proj_layout(layer), blk.mlp_c_proj_bias)
 
     def _mlp_proj_layout(self, layer: int) -> np.ndarray:
         """mlp.c_proj's weight of this layer laid out [n_embd, 4*n_embd] (a copy of the checkpoint's
@@ -331,12 +394,12 @@ class GPT2Model:
             self._mlp_proj_t = [transposed(blk.mlp_c_proj_weight) for blk in self._blocks]
         return self._mlp_proj_t[layer]
 
-    def _store_kv(self, x: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int, split: bool) -> None:
+    def _store_kv(self, x: np.ndarray, layer: int, cache: KVCache, b: int, t: int, past: int) -> None:
         """Only the keys and values of one layer for positions past..past+T-1, into the cache."""
         # x [B*T, n_embd] (the residual stream entering the layer)
         cfg, blk = self.config, self._blocks[layer]
-        h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, self._eps, split=split)  # [B*T, n_embd]
-        qkv = split_linear(h, blk.c_attn_weight) if split else matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
+        h = layer_norm(x, blk.ln_1_weight, blk.ln_1_bias, self._eps)  # [B*T, n_embd]
+        qkv = matmul(h, blk.c_attn_weight)  # [B*T, 3*n_embd]
         qkv = qkv.reshape(b, t, 3, cfg.n_head, cfg.head_dim)  # [B, T, 3, n_head, head_dim]
         self._write_kv(qkv, blk.c_attn_bias.reshape(3, cfg.n_head, cfg.head_dim), layer, cache, past, slice(None))
 
