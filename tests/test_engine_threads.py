@@ -3,6 +3,7 @@ thread meanwhile, and a prompt's forward pass gives the same numbers split as on
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -184,3 +185,21 @@ def test_both_prefills_of_compare_equal_their_own_passes_when_split(wide_model, 
         assert mine.length == theirs.length == 45
         np.testing.assert_array_equal(mine.k, theirs.k)
         np.testing.assert_array_equal(mine.v, theirs.v)
+
+@pytest.mark.skipif(threads._current_cpu is None or len(os.sched_getaffinity(0)) < 2, reason="needs sched_getcpu and two usable CPUs")
+def test_a_worker_that_wakes_on_its_callers_cpu_moves_to_another_and_keeps_its_affinity():
+    seen: dict[str, object] = {}
+
+    def worker() -> None:
+        before = os.sched_getaffinity(0)
+        here = threads._current_cpu()
+        threads._step_aside(here)  # as if the caller ran on this CPU
+        seen.update(before=before, here=here, after=threads._current_cpu(), allowed=os.sched_getaffinity(0))
+        threads._step_aside(None)  # no caller CPU known: nothing moves
+        threads._step_aside(-1)  # a caller elsewhere: nothing moves
+
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["after"] != seen["here"]
+    assert seen["allowed"] == seen["before"]  # moved, not confined
