@@ -158,9 +158,10 @@ class Ours:
         Every layer's 4 GEMMs but the last's, which needs only its keys and values (c_attn) and one
         position's products; each layer's attention products, in the engine's query tiles against
         only the keys each tile sees; the LM head for the last position. The prompt's products run
-        as the engine runs them (gpt2cli.engine.threads): OpenBLAS held to one thread, GEMMs in column
-        parts and attention in head parts on both cores. Attention's small products take 2.5 ms a
-        layer that way, 6.1 ms on OpenBLAS's own two threads.
+        as the engine runs them (gpt2cli.engine.threads): OpenBLAS held to one thread, attention in
+        head parts on both cores, then a layer's other products in row parts (attn.c_proj, c_fc and
+        mlp.c_proj, then the next layer's c_attn), two fork-joins a layer. Attention's small products
+        take 2.5 ms a layer that way, 6.1 ms on OpenBLAS's own two threads.
         """
         import numpy as np
 
@@ -176,15 +177,14 @@ class Ours:
                 scores = np.matmul(q[:, h0:h1, start:stop], k[:, h0:h1, :stop].transpose(0, 1, 3, 2))  # [1, heads, tile, stop]
                 np.matmul(scores, v[:, h0:h1, :stop])
 
-        def gemm(a, m):
-            return lambda: threads.split(lambda c0, c1: np.matmul(a, m[:, c0:c1]), m.shape[1], calls_blas=True)
+        def rows(products):  # these products of each row part, one fork-join
+            return lambda: threads.split(lambda r0, r1: [np.matmul(a[r0:r1], m) for a, m, _ in products], prompt, calls_blas=True)
 
-        prompt_calls = []
         last = len(gemms) - 4  # gemms and plan hold 4 products per layer, in layer order
-        for layer in range(cfg.n_layer - 1):
-            prompt_calls += [gemm(a, m) for a, m, _ in gemms[4 * layer : 4 * layer + 4]]
+        prompt_calls = [rows(gemms[:1])]  # the first layer's c_attn
+        for layer in range(cfg.n_layer - 1):  # its attention, its other products and the next layer's c_attn
             prompt_calls.append(lambda: threads.split(attention, cfg.n_head, calls_blas=True))
-        prompt_calls.append(gemm(*gemms[last][:2]))  # the last layer's c_attn: keys and values of every position
+            prompt_calls.append(rows(gemms[4 * layer + 1 : 4 * layer + 5]))
         logits = np.empty(self.model.weights.wte.shape[0], np.float32)
         head = self._lm_head()  # [n_embd, V]
 

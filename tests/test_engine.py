@@ -29,11 +29,15 @@ def pair(request, tmp_path_factory):
 
 
 def torch_logits(ref, ids, past=None):
+    """transformers' logits and its cache: `cache` since 5.x renamed `past_key_values` (kept until 5.40)."""
+    import inspect
+
     import torch
 
+    renamed = "cache" in inspect.signature(type(ref).forward).parameters
     with torch.no_grad():
-        out = ref(torch.tensor(ids), past_key_values=past, use_cache=True)
-    return out.logits.numpy(), out.past_key_values
+        out = ref(torch.tensor(ids), use_cache=True, **{"cache" if renamed else "past_key_values": past})
+    return out.logits.numpy(), (out.cache if renamed else out.past_key_values)
 
 
 @pytest.fixture(params=["split", "one-thread"])
