@@ -112,7 +112,7 @@ def _cpu_reader() -> Callable[[], int] | None:
     """libc's sched_getcpu(): the CPU the calling thread runs on (None where there is none)."""
     try:
         fn = ctypes.CDLL(None).sched_getcpu
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):  # no libc by that name, no such call (macOS), Windows
         return None
     fn.restype, fn.argtypes = ctypes.c_int, []
     return fn if fn() >= 0 else None
@@ -137,7 +137,7 @@ def _step_aside(caller_cpu: int | None) -> None:
         if others:
             os.sched_setaffinity(0, others)
             os.sched_setaffinity(0, allowed)
-    except OSError:  # no affinity control here (a container, another OS): the part runs where it is
+    except (OSError, AttributeError):  # no affinity control here (a container, another OS): the part runs where it is
         pass
 
 
