@@ -24,11 +24,6 @@ _QUERY_TILE = 128
 # (GPT2Model.splits, engine.threads): a 512-token prefill took ~400 ms instead of ~460 on 2 cores.
 # Below it, handing work to a thread costs more than it saves.
 _SPLIT_ROWS = 32
-# A split pass runs each layer as two fork-joins: attention by heads, then everything else in row parts
-# (each thread its rows' products, layer norms, GELU and residual adds, then the next layer's layer norm
-# and c_attn product), instead of one fork-join per step (seven a layer). Each part runs longer, so the
-# threads wait on each other less often: a 512-token GPT-2 small prefill measured 1.03-1.10x faster
-# (paired, same process; benchmarks/README.md).
 
 
 def layout_copy_bytes(config: GPT2Config) -> int:
@@ -292,7 +287,12 @@ class GPT2Model:
         """One layer of a split pass, from its c_attn products qkv [B*T, 3*n_embd] (bias not added):
         attention by heads (into attn [B*T, n_embd] if given), then the rest in row parts, which go on to
         the next layer's layer norm and c_attn product into qkv; x [B*T, n_embd] is updated in place. The
-        caller holds OpenBLAS to one thread."""
+        caller holds OpenBLAS to one thread.
+
+        Two fork-joins a layer instead of one per step (seven): each part runs longer, so the threads wait
+        on each other less often, and a part's rows stay in its core's cache from one step to the next. A
+        512-token GPT-2 small prefill measured 1.075x faster (paired, same process; benchmarks/README.md).
+        """
         attn = self._attention(qkv, self._blocks[layer].c_attn_bias, layer, cache, b, t, past, split=True, out=attn)  # [B*T, n_embd]
         self._row_parts(x, qkv, attn, layer, layer + 1 if layer + 1 < self.config.n_layer else None)
 
