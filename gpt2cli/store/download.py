@@ -163,10 +163,8 @@ def _model_info(ref: HubRef):
     answering without end is refused instead of growing memory until the process dies."""
     from urllib.parse import quote
 
-    from huggingface_hub import ModelInfo
+    from huggingface_hub import ModelInfo, constants
     from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
-
-    from huggingface_hub import constants
 
     base = (endpoint() or constants.ENDPOINT).rstrip("/")
     url = f"{base}/api/models/{ref.repo_id}"
