@@ -107,7 +107,7 @@ def batch(
         _refuse_input_as_output(stream, output)
         out = Output(output, writer.write)
     except BaseException:
-        if stream is not sys.stdin:
+        if source != "-":
             stream.close()
         raise
     progress = _batch_progress(_count_records(source, lines)) if stderr_is_tty() else (lambda tally: None)
@@ -143,7 +143,7 @@ def batch(
             tally = run_records(session, records, out, batch_size=batch_size, ordered=ordered, **options)
     finally:
         out.close()
-        if stream is not sys.stdin:
+        if source != "-":
             stream.close()
         if stderr_is_tty():
             sys.stderr.write("\r\033[K")
@@ -184,10 +184,15 @@ def _actors_here(address: str | None, actors: int | None) -> int:
 
 
 def _open_input(source: str):
+    import io
     import sys
 
     if source == "-":
-        return sys.stdin
+        # INPUT is UTF-8 whatever the locale says (as a file INPUT is): a non-UTF-8 locale (LANG=C
+        # without Python's UTF-8 mode, a Latin-1 one) would otherwise decode stdin's records its way.
+        if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
+            return sys.stdin
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
     try:
         return open(source, encoding="utf-8", errors="replace")
     except OSError as e:
