@@ -94,7 +94,7 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
         return BadRecord(number, f"line {number}: id must be a string or an integer, got {_shown(rid)}", number)
     body = obj.get(field)
     if not isinstance(body, str):
-        return BadRecord(rid, f"record has no {field!r} string", number)
+        return BadRecord(rid, _no_body(obj, field), number)
     unknown = sorted(k for k in obj if k not in SETTINGS and k not in ("id", field))
     if unknown:
         return BadRecord(rid, f"unknown setting {unknown[0]!r}; settings are {', '.join(sorted(_TYPES))}", number)
@@ -113,6 +113,17 @@ def _parse(text: str, number: int, field: str) -> Record | BadRecord:
     if stop == "" or (isinstance(stop, list) and "" in stop):  # as --stop '' is refused, not dropped
         return BadRecord(rid, f"setting 'stop' must not be empty (it would stop before the first character), got {_shown(stop)}", number)
     return Record(rid, body, settings, number)
+
+
+def _no_body(obj: dict, field: str) -> str:
+    """Why a record has no text to run, and what to write instead."""
+    if field in obj:
+        return f"{field!r} must be a string, got {_shown(obj[field])}"
+    if field == "prompt" and "text" in obj:  # a --score record, run without --score
+        return "record has 'text' but no 'prompt': add --score to score it, or rename 'text' to 'prompt'"
+    if field == "text" and "prompt" in obj:  # a record to generate from, run with --score
+        return "record has 'prompt' but no 'text' (--score scores a 'text'): rename 'prompt' to 'text', or drop --score to generate"
+    return f"record has no {field!r}; give it a {field!r} string"
 
 
 # What each setting's JSON type is called in its error line.

@@ -1,0 +1,40 @@
+"""What a demanding new user ran into in session 11 (round 2): each test is one defect found, fixed."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support.cli import run
+
+_NOT_UTF8_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
+
+
+def test_batch_reads_stdin_as_utf8_in_a_locale_that_is_not(tiny_model, tmp_path):
+    """A file INPUT is read as UTF-8, but `batch -` read stdin in the locale's encoding: under LANG=C
+    (no UTF-8 mode) or a Latin-1 locale, an emoji or accented prompt became another prompt, silently."""
+    records = '{"id": "e", "prompt": "caf\u00e9 \U0001f389"}\n'
+    source = tmp_path / "in.jsonl"
+    source.write_text(records, encoding="utf-8")
+    from_file = run("batch", source, "-m", tiny_model, "-n", "3", "-t", "0", env=_NOT_UTF8_LOCALE)
+    from_stdin = run("batch", "-", "-m", tiny_model, "-n", "3", "-t", "0", stdin=records.encode(), env=_NOT_UTF8_LOCALE)
+    assert from_file.code == 0 and from_stdin.code == 0, (from_file.err, from_stdin.err)
+    assert from_file.json["prompt_tokens"] == len("caf\u00e9 \U0001f389".encode())  # the tiny BPE: a token a byte, here
+    assert from_stdin.json == from_file.json
+
+
+def test_a_record_without_its_text_says_what_to_write(tiny_model):
+    """Every record lacking a usable prompt got "record has no 'prompt' string": even one with a
+    prompt that is a number, and a --score record (with `text`) run without --score, where the fix is
+    one flag away."""
+    records = '{"id": 1, "text": "a"}\n{"id": 2, "prompt": 5}\n{"id": 3}\n'
+    r = run("batch", "-", "-m", tiny_model, "-n", "2", stdin=records)
+    assert r.code == 6, r.err
+    errors = {line["id"]: line["error"] for line in map(json.loads, r.stdout.splitlines())}
+    assert errors == {
+        1: "record has 'text' but no 'prompt': add --score to score it, or rename 'text' to 'prompt'",
+        2: "'prompt' must be a string, got 5",
+        3: "record has no 'prompt'; give it a 'prompt' string",
+    }
+    r = run("batch", "-", "--score", "-m", tiny_model, stdin='{"id": "p", "prompt": "a"}\n')
+    assert r.code == 6, r.err
+    assert r.json["error"] == "record has 'prompt' but no 'text' (--score scores a 'text'): rename 'prompt' to 'text', or drop --score to generate"
