@@ -38,3 +38,17 @@ def test_a_record_without_its_text_says_what_to_write(tiny_model):
     r = run("batch", "-", "--score", "-m", tiny_model, stdin='{"id": "p", "prompt": "a"}\n')
     assert r.code == 6, r.err
     assert r.json["error"] == "record has 'prompt' but no 'text' (--score scores a 'text'): rename 'prompt' to 'text', or drop --score to generate"
+
+
+def test_batch_input_that_is_not_utf8_gets_the_note_a_prompt_gets(tiny_model, tmp_path):
+    """A prompt's bytes that are not UTF-8 become U+FFFD with a note on stderr (README); a batch INPUT's
+    (a Latin-1 file, say) became U+FFFD in the prompts without a word."""
+    source = tmp_path / "latin1.txt"
+    source.write_bytes(b"caf\xe9\nna\xefve\n")
+    for args, stdin, where in ((["--lines", source], b"", f"INPUT {source}"), (["-"], b'{"prompt": "caf\xe9"}\n', "stdin")):
+        r = run("batch", *args, "-m", tiny_model, "-n", "2", "-t", "0", stdin=stdin)
+        assert r.code == 0, r.err
+        assert r.err_lines == [f"gpt2cli: {where} is not valid UTF-8: invalid bytes were replaced with U+FFFD (save it as UTF-8)"]
+        assert {line["prompt_tokens"] for line in map(json.loads, r.stdout.splitlines())} == {len("caf\ufffd".encode())} | (
+            {len("na\ufffdve".encode())} if stdin == b"" else set()
+        )

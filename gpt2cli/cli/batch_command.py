@@ -187,16 +187,37 @@ def _open_input(source: str):
     import io
     import sys
 
+    errors = _replace_noting(source)
     if source == "-":
         # INPUT is UTF-8 whatever the locale says (as a file INPUT is): a non-UTF-8 locale (LANG=C
         # without Python's UTF-8 mode, a Latin-1 one) would otherwise decode stdin's records its way.
         if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
             return sys.stdin
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors=errors)
     try:
-        return open(source, encoding="utf-8", errors="replace")
+        return open(source, encoding="utf-8", errors=errors)
     except OSError as e:
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
+
+
+def _replace_noting(source: str) -> str:
+    """A decoding error handler for INPUT: bytes that are not UTF-8 become U+FFFD, as in a prompt, and
+    the first time that happens a note says so (a Latin-1 file's accents would otherwise turn into
+    U+FFFD in the prompts without a word)."""
+    import codecs
+
+    said = []
+
+    def replace(error: UnicodeDecodeError):
+        if not said:
+            said.append(True)
+            where = "stdin" if source == "-" else f"INPUT {source}"
+            note(f"{where} is not valid UTF-8: invalid bytes were replaced with U+FFFD (save it as UTF-8)")
+        return "\ufffd", error.end
+
+    name = f"gpt2cli-batch-input-{id(said)}"
+    codecs.register_error(name, replace)
+    return name
 
 
 def _refuse_input_as_output(stream, output: Path | None) -> None:
