@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cli import run
+from tests.support.cli import assert_one_error_line, run
 
 _NOT_UTF8_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
 
@@ -52,3 +52,17 @@ def test_batch_input_that_is_not_utf8_gets_the_note_a_prompt_gets(tiny_model, tm
         assert {line["prompt_tokens"] for line in map(json.loads, r.stdout.splitlines())} == {len("caf\ufffd".encode())} | (
             {len("na\ufffdve".encode())} if stdin == b"" else set()
         )
+
+
+def test_a_strategy_setting_out_of_range_is_named_as_the_spec_writes_it(tiny_model):
+    """compare -s beam:beams=0 said "num_beams must be ...", contrastive:alpha=2 "penalty_alpha must
+    be ...": names the user never wrote and --list does not show."""
+    cases = {
+        "beam:beams=0": "--strategy beam:beams=0: beams must be an integer >= 1, got 0",
+        "diverse-beam:groups=3": "--strategy diverse-beam:groups=3: groups must divide beams (4) into equal groups, got 3",
+        "contrastive:alpha=2": "--strategy contrastive:alpha=2.0: alpha must be a number from 0 to 1, got 2.0",
+        "top-p:p=0": "--strategy top-p:p=0.0: p must be in (0, 1] (1 = off), got 0.0",
+        "greedy:no_repeat_ngram=-1": "--strategy greedy:no_repeat_ngram=-1: no_repeat_ngram must be an integer >= 0 (0 = off), got -1",
+    }
+    for spec, message in cases.items():
+        assert assert_one_error_line(run("compare", "-m", tiny_model, "-n", "2", "-s", spec, "hi")) == "gpt2cli: error: " + message

@@ -28,6 +28,11 @@ STRATEGIES: dict[str, tuple[str, dict[str, float | int | str]]] = {
     "min-p": ("sampling among tokens at least p times as likely as the top one", {"p": 0.05, "temperature": 1.0}),
     "contrastive": ("contrastive search: likely, and unlike what came before", {"alpha": 0.6, "k": 4}),
 }
+# The library's names of the settings, as a SPEC writes them (its error messages name the SPEC's keys).
+_SETTING_NAMES = {
+    "num_beams": "beams", "num_groups": "groups", "diversity_penalty": "penalty", "penalty_alpha": "alpha",
+    "top_k": "k", "top_p": "p", "typical_p": "p", "min_p": "p", "no_repeat_ngram_size": "no_repeat_ngram",
+}  # fmt: skip
 DEFAULT_SET = (
     "greedy",
     "beam:beams=5,no_repeat_ngram=2",
@@ -104,7 +109,7 @@ class Strategy:
             else:
                 self.sampling().validate()
         except InvalidValue as e:
-            raise OptionError(f"{{strategy}} {self.name}:{self.label}: {e.render({})}", "strategy") from None
+            raise OptionError(f"{{strategy}} {self.name}:{self.label}: {e.render(_SETTING_NAMES)}", "strategy") from None
         return self
 
 
