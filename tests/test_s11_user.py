@@ -66,3 +66,9 @@ def test_a_strategy_setting_out_of_range_is_named_as_the_spec_writes_it(tiny_mod
     }
     for spec, message in cases.items():
         assert assert_one_error_line(run("compare", "-m", tiny_model, "-n", "2", "-s", spec, "hi")) == "gpt2cli: error: " + message
+
+
+def test_a_strategy_setting_given_twice_is_refused_not_silently_the_last(tiny_model):
+    """-s top-k:k=5,k=50 ran k=50 and labelled the row "k=5,k=50"."""
+    line = assert_one_error_line(run("compare", "-m", tiny_model, "-n", "2", "-s", "top-k:k=5,k=50", "hi"))
+    assert line == "gpt2cli: error: --strategy gives setting 'k' twice; give it once, got 'top-k:k=5,k=50'", line

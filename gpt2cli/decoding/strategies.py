@@ -125,6 +125,8 @@ def parse(spec: str) -> Strategy:
         key = key.strip().replace("-", "_")
         if not eq or key not in defaults:
             raise InvalidValue("strategy", f"setting {key!r} of {name} must be one of {', '.join(defaults)} as key=value", spec)
+        if any(key == seen for seen, _ in given):  # k=5,k=6: which did the user mean?
+            raise InvalidValue("strategy", f"gives setting {key!r} twice; give it once", spec)
         given.append((key, _typed(raw.strip(), defaults[key], spec)))
     return Strategy(name, tuple(given))
 
