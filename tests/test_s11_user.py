@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cli import assert_one_error_line, run
+from tests.support.cli import assert_one_error_line, run, run_in_terminal
 
 _NOT_UTF8_LOCALE = {"LC_ALL": "C", "LANG": "C", "PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}
 
@@ -72,3 +72,17 @@ def test_a_strategy_setting_given_twice_is_refused_not_silently_the_last(tiny_mo
     """-s top-k:k=5,k=50 ran k=50 and labelled the row "k=5,k=50"."""
     line = assert_one_error_line(run("compare", "-m", tiny_model, "-n", "2", "-s", "top-k:k=5,k=50", "hi"))
     assert line == "gpt2cli: error: --strategy gives setting 'k' twice; give it once, got 'top-k:k=5,k=50'", line
+
+
+def test_progress_on_a_dumb_terminal_has_no_escape_sequences(tiny_model, tmp_path):
+    """TERM=dumb (Emacs' shell, some CI consoles) shows escapes as text: compare's and batch's progress
+    lines were erased with "\\x1b[K", left on screen as "^[[K" before every update."""
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a\nb\nc\n")
+    for args in (["compare", "-s", "greedy", "-s", "top-k", "hi"], ["batch", "--lines", prompts]):
+        shown, code = run_in_terminal(*args, "-m", tiny_model, "-n", "2", env={"TERM": "dumb"}, columns=80)
+        assert code == 0, shown
+        assert ("comparing" if args[0] == "compare" else "batch: 3 done") in shown, shown
+        assert "\x1b" not in shown, repr(shown)
+    shown, code = run_in_terminal("compare", "-s", "greedy", "-m", tiny_model, "-n", "2", "hi", env={"TERM": "xterm"}, columns=80)
+    assert code == 0 and "\r\x1b[K" in shown, repr(shown)  # a terminal that has the escape still gets it

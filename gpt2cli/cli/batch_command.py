@@ -14,7 +14,7 @@ from gpt2cli.cli.options import (
     AllowSpecialOpt, MaxTokensOpt, ModelOpt, OfflineOpt, OverflowOpt,
     NoRepeatNgramOpt, RepetitionPenaltyOpt, RevisionOpt, stop_strings, TopPOpt, WeightsDirOpt,
 )  # fmt: skip
-from gpt2cli.cli.output import Writer, note, stderr_is_tty
+from gpt2cli.cli.output import Writer, erase_line, note, stderr_is_tty
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
 from gpt2cli.cli.common import command_group, examples, model_folder, open_session
@@ -146,7 +146,7 @@ def batch(
         if source != "-":
             stream.close()
         if stderr_is_tty():
-            sys.stderr.write("\r\033[K")
+            sys.stderr.write(erase_line())
     writer.end()
     if tally.skipped:
         note(f"{tally.skipped} record{'s' if tally.skipped != 1 else ''} already in {output}: skipped")
@@ -263,7 +263,7 @@ def _batch_progress(total: int | None):
         if left is not None and finished and elapsed > 0:
             line += f", {left} left, ETA {_duration(left * elapsed / finished)}"
         try:
-            sys.stderr.write(f"\r\033[K{line}")
+            sys.stderr.write(f"{erase_line()}{line}")
             sys.stderr.flush()
         except (OSError, ValueError):
             pass

@@ -138,11 +138,11 @@ class ProgressLine:
             return
         if done >= total:
             if self.drawn:
-                self._write("\r\033[K")
+                self._write(erase_line())
                 self.drawn = False
             self.started = self._clock()  # a later prefill (sliding) starts its own delay
             return
-        self._write(f"\r\033[K{self.label}: {self.unit} {done}/{total}")
+        self._write(f"{erase_line()}{self.label}: {self.unit} {done}/{total}")
         self.drawn = True
 
     @staticmethod
@@ -157,6 +157,17 @@ class ProgressLine:
 def prefill_progress(label: str = "reading the prompt") -> "ProgressLine | None":
     """A ProgressLine when stderr is a terminal; None (no progress at all) otherwise."""
     return ProgressLine(label) if stderr_is_tty() else None
+
+
+def erase_line() -> str:
+    """What takes the cursor back to the start of stderr's terminal line and clears it: "\\r" and the
+    erase-line escape, or on a terminal that has no escapes (TERM=dumb: Emacs' shell buffers, some
+    CI consoles, where it would show as "^[[K") "\\r", spaces over the line, "\\r"."""
+    if os.environ.get("TERM") != "dumb":
+        return "\r\033[K"
+    import shutil
+
+    return "\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r"
 
 
 def stderr_is_tty() -> bool:
