@@ -86,3 +86,11 @@ def test_progress_on_a_dumb_terminal_has_no_escape_sequences(tiny_model, tmp_pat
         assert "\x1b" not in shown, repr(shown)
     shown, code = run_in_terminal("compare", "-s", "greedy", "-m", tiny_model, "-n", "2", "hi", env={"TERM": "xterm"}, columns=80)
     assert code == 0 and "\r\x1b[K" in shown, repr(shown)  # a terminal that has the escape still gets it
+
+
+def test_a_one_token_prompt_is_not_called_1_tokens(tiny_model):
+    """The context-overflow errors said "the prompt (1 tokens)"."""
+    line = assert_one_error_line(run("generate", "-m", tiny_model, "-n", "200", "--on-overflow", "error", "a"))
+    assert line.startswith("gpt2cli: error: the prompt (1 token) plus --max-tokens (200)"), line
+    line = assert_one_error_line(run("beam", "-m", tiny_model, "-n", "200", "a"))
+    assert line.startswith("gpt2cli: error: prompt (1 token) + --max-tokens (200) = 201 tokens"), line

@@ -134,7 +134,7 @@ def beam_search(
     total = len(prompt_ids) + max_new_tokens
     if total > model.config.n_positions:
         raise ContextOverflowError(
-            f"prompt ({len(prompt_ids)} tokens) + {{max_new_tokens}} ({max_new_tokens}) = {total} tokens exceeds the "
+            f"prompt ({len(prompt_ids)} token{'s' if len(prompt_ids) != 1 else ''}) + {{max_new_tokens}} ({max_new_tokens}) = {total} tokens exceeds the "
             f"model's context of {model.config.n_positions}; beam search does not slide, so shorten one of them",
             "max_new_tokens",
         )

@@ -97,7 +97,7 @@ def fit_prompt(
                 f"lower {{max_new_tokens}} below {n_ctx}"
             )  # fmt: skip
             raise ContextOverflowError(
-                f"the prompt ({n} tokens) plus {{max_new_tokens}} ({max_new_tokens}) exceed the model's context of "
+                f"the prompt ({n} token{'s' if n != 1 else ''}) plus {{max_new_tokens}} ({max_new_tokens}) exceed the model's context of "
                 f"{n_ctx} tokens; {remedy}",
                 "max_new_tokens", "on_overflow",
             )
