@@ -94,3 +94,14 @@ def test_a_one_token_prompt_is_not_called_1_tokens(tiny_model):
     assert line.startswith("gpt2cli: error: the prompt (1 token) plus --max-tokens (200)"), line
     line = assert_one_error_line(run("beam", "-m", tiny_model, "-n", "200", "a"))
     assert line.startswith("gpt2cli: error: prompt (1 token) + --max-tokens (200) = 201 tokens"), line
+
+
+def test_beam_refuses_sample_options_that_no_compare_makes_do_nothing(tiny_model):
+    """-t, -k and --seed shape only beam's comparison sample; with --no-compare they were silently
+    ignored, letting a user believe `beam -t 0.3 --no-compare` searched at a lower temperature."""
+    line = assert_one_error_line(run("beam", "-m", tiny_model, "-n", "2", "-t", "0.3", "--no-compare", "hi"))
+    assert line == "gpt2cli: error: --temperature sets the comparison sample, which --no-compare drops (beam search does not sample); drop it, or drop --no-compare"
+    line = assert_one_error_line(run("beam", "-m", tiny_model, "-n", "2", "-k", "3", "--seed", "1", "--no-compare", "hi"))
+    assert "--top-k, --seed set the comparison sample" in line and "drop them" in line, line
+    assert run("beam", "-m", tiny_model, "-n", "2", "--no-compare", "hi").code == 0
+    assert run("beam", "-m", tiny_model, "-n", "2", "-t", "0.3", "hi").code == 0

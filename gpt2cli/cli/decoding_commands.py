@@ -32,6 +32,7 @@ commands = command_group()
     ),
 )
 def beam(
+    ctx: typer.Context,
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 40,
@@ -89,6 +90,8 @@ def beam(
     if width is not None and width < 20:
         raise UsageError(f"--width must be at least 20 columns, got {width}")
     sampler = Sampler(SamplingOptions(temperature, top_k, 1.0), seed)  # checks --temperature, --top-k
+    if not compare:
+        _refuse_sample_options(ctx)
     text = read_prompt(prompt)
     session = open_session(model, revision, weights_dir, offline)
     ids = session.prompt_ids(text, allow_special)
@@ -176,3 +179,19 @@ def compare(
     elif table:
         out.write(render.compare_table(text, len(ids), rows, width or shutil.get_terminal_size().columns))
     out.end()
+
+
+def _refuse_sample_options(ctx: typer.Context) -> None:
+    """-t, -k and --seed shape only the comparison sample: with --no-compare there is none, and an
+    option given that does nothing would let the user believe it shaped the beams."""
+    # compared by name: typer may carry its own copy of click, with its own ParameterSource
+    given = [
+        option for name, option in (("temperature", "--temperature"), ("top_k", "--top-k"), ("seed", "--seed"))
+        if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+    ]  # fmt: skip
+    if given:
+        one = len(given) == 1
+        raise UsageError(
+            f"{', '.join(given)} {'sets' if one else 'set'} the comparison sample, which --no-compare drops "
+            f"(beam search does not sample); drop {'it' if one else 'them'}, or drop --no-compare"
+        )
