@@ -105,3 +105,14 @@ def test_beam_refuses_sample_options_that_no_compare_makes_do_nothing(tiny_model
     assert "--top-k, --seed set the comparison sample" in line and "drop them" in line, line
     assert run("beam", "-m", tiny_model, "-n", "2", "--no-compare", "hi").code == 0
     assert run("beam", "-m", tiny_model, "-n", "2", "-t", "0.3", "hi").code == 0
+
+
+def test_an_unquoted_prompt_is_told_to_take_quotes(tiny_model):
+    """`gpt2cli generate Hello world`, the first thing a new user types, got "Got unexpected extra
+    argument(s) (world); see 'gpt2cli generate --help'": the remedy is quotes, and now it says so."""
+    for command, name in (("generate", "PROMPT"), ("score", "TEXT"), ("tokenize", "TEXT"), ("beam", "PROMPT")):
+        line = assert_one_error_line(run(command, "-m", tiny_model, "Hello", "world"))
+        assert line == (
+            f"gpt2cli: error: Got unexpected extra argument(s) (world); {name} is one argument: put text with spaces "
+            f'in quotes, as gpt2cli {command} "Hello world"'
+        ), line

@@ -80,6 +80,18 @@ def main(argv: Optional[list[str]] = None, early_signal: Callable[[], Optional[i
         signals.restore(previous)
 
 
+def _quote_hint(e) -> str:
+    """For `gpt2cli generate Hello world` (click: "Got unexpected extra argument(s) (world)"): the
+    remedy, when the command's one argument is a text, is quotes."""
+    if e.ctx is None or not e.format_message().startswith("Got unexpected extra argument"):
+        return ""
+    for param in e.ctx.command.params:
+        if getattr(param, "param_type_name", None) == "argument" and param.name in ("prompt", "text"):
+            name = param.name.upper()
+            return f"; {name} is one argument: put text with spaces in quotes, as {e.ctx.command_path} \"Hello world\""
+    return ""
+
+
 def _run_command(command, args: list[str], exc, debug: bool) -> int:
     """Runs the command; every exception becomes one stderr line and an exit code (a traceback too
     under GPT2CLI_DEBUG=1, for bug reports, with the same exit code)."""
@@ -96,7 +108,7 @@ def _run_command(command, args: list[str], exc, debug: bool) -> int:
         result = command.main(args=args, prog_name="gpt2cli", standalone_mode=False)
         return result if isinstance(result, int) else 0
     except exc.UsageError as e:
-        where = f"; see '{e.ctx.command_path} --help'" if e.ctx else ""
+        where = _quote_hint(e) or (f"; see '{e.ctx.command_path} --help'" if e.ctx else "")
         return fail(f"error: {_one_line(e.format_message()).rstrip('.')}{where}", 2)
     except exc.ClickException as e:
         return fail(f"error: {_one_line(e.format_message())}", e.exit_code)
