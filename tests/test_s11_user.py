@@ -116,3 +116,23 @@ def test_an_unquoted_prompt_is_told_to_take_quotes(tiny_model):
             f"gpt2cli: error: Got unexpected extra argument(s) (world); {name} is one argument: put text with spaces "
             f'in quotes, as gpt2cli {command} "Hello world"'
         ), line
+
+
+def test_batch_score_does_not_resume_from_a_file_of_generation_results(tiny_model, tmp_path):
+    """`batch --score -o out.jsonl` onto a file of generation results took their ids for scored and
+    skipped those texts ("1 record already in out.jsonl: skipped"): the file ended mixed, scores lost.
+    Either kind onto the other is refused, the file left as it was."""
+    generated, scored = tmp_path / "generated.jsonl", tmp_path / "scored.jsonl"
+    assert run("batch", "-", "-m", tiny_model, "-n", "2", "-o", generated, stdin='{"id": "a", "prompt": "hi"}\n').code == 0
+    assert run("batch", "-", "--score", "-m", tiny_model, "-o", scored, stdin='{"id": "a", "text": "hi"}\n').code == 0
+    before = generated.read_bytes(), scored.read_bytes()
+    line = assert_one_error_line(run("batch", "-", "--score", "-m", tiny_model, "-o", generated, stdin='{"id": "a", "text": "hi"}\n'))
+    assert line == (
+        f"gpt2cli: error: {generated} holds generation results and this run scores texts: its ids would be taken for done; "
+        "give -o another file, or drop --score to resume that run"
+    ), line
+    line = assert_one_error_line(run("batch", "-", "-m", tiny_model, "-n", "2", "-o", scored, stdin='{"id": "a", "prompt": "hi"}\n'))
+    assert f"{scored} holds score results and this run generates" in line and "add --score" in line, line
+    assert (generated.read_bytes(), scored.read_bytes()) == before
+    r = run("batch", "-", "-m", tiny_model, "-n", "2", "-o", generated, stdin='{"id": "a", "prompt": "hi"}\n')
+    assert r.code == 0 and "1 record already in" in r.err, r.err  # the same kind still resumes

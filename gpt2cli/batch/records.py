@@ -165,8 +165,9 @@ class Output:
     leaves half a line; a line torn by a crash (kill -9, power loss) is cut off when the file is reopened.
     """
 
-    def __init__(self, path: Path | None, write_stdout):
+    def __init__(self, path: Path | None, write_stdout, *, score: bool | None = None):
         self.path = path
+        self.score = score  # what this run writes (None: not checked): a file of the other kind is refused
         self.done: set[str] = set()
         self._write_stdout = write_stdout
         self._fd: int | None = None
@@ -194,6 +195,11 @@ class Output:
         # a last line that is not the start of a result is someone's data: never cut off
         if None in keys or not _torn_result(data[keep:]):
             raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
+        if self.score is not None and (other := _other_kind(data[:keep], self.score)):
+            raise self._closed(
+                f"{path} holds {other} results and this run {'scores texts' if self.score else 'generates'}: its ids "
+                f"would be taken for done; give -o another file, or {'drop' if self.score else 'add'} --score to resume that run"
+            )
         self.done.update(keys)
         if keep < len(data):
             try:
@@ -269,6 +275,18 @@ def _result_key(line: bytes) -> str | None:
     if not isinstance(result, dict) or "id" not in result or not ("tokens" in result or "error" in result):
         return None
     return json.dumps(result["id"])
+
+
+def _other_kind(data: bytes, score: bool) -> str | None:
+    """"generation" or "score" when a result line of data is of the kind this run does not write (error
+    lines are of neither kind); None when there is none."""
+    mark, other = (b'"finish_reason": ', "generation") if score else (b'"perplexity": ', "score")
+    if mark not in data:
+        return None
+    for line in data.splitlines():
+        if mark in line and isinstance(result := json.loads(line), dict) and mark.decode()[1:-3] in result:
+            return other
+    return None
 
 
 def _torn_result(tail: bytes) -> bool:

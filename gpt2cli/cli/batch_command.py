@@ -105,7 +105,7 @@ def batch(
     writer = Writer()
     try:
         _refuse_input_as_output(stream, output)
-        out = Output(output, writer.write)
+        out = Output(output, writer.write, score=score_texts)
     except BaseException:
         if source != "-":
             stream.close()
