@@ -136,3 +136,9 @@ def test_batch_score_does_not_resume_from_a_file_of_generation_results(tiny_mode
     assert (generated.read_bytes(), scored.read_bytes()) == before
     r = run("batch", "-", "-m", tiny_model, "-n", "2", "-o", generated, stdin='{"id": "a", "prompt": "hi"}\n')
     assert r.code == 0 and "1 record already in" in r.err, r.err  # the same kind still resumes
+
+
+def test_a_mistyped_command_gets_its_suggestion_without_a_stray_semicolon():
+    """`gpt2cli generat` said "Did you mean 'generate'?; see 'gpt2cli --help'"."""
+    line = assert_one_error_line(run("generat", "hi"))
+    assert line == "gpt2cli: error: No such command 'generat'. Did you mean 'generate'? (see 'gpt2cli --help')", line

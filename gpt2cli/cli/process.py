@@ -109,7 +109,10 @@ def _run_command(command, args: list[str], exc, debug: bool) -> int:
         return result if isinstance(result, int) else 0
     except exc.UsageError as e:
         where = _quote_hint(e) or (f"; see '{e.ctx.command_path} --help'" if e.ctx else "")
-        return fail(f"error: {_one_line(e.format_message()).rstrip('.')}{where}", 2)
+        message = _one_line(e.format_message()).rstrip(".")
+        if message.endswith("?") and where.startswith("; "):  # "Did you mean 'generate'?": no "?;"
+            where = " (" + where[2:] + ")"
+        return fail(f"error: {message}{where}", 2)
     except exc.ClickException as e:
         return fail(f"error: {_one_line(e.format_message())}", e.exit_code)
     except OptionError as e:  # said in the library's terms: name the options instead
