@@ -142,3 +142,18 @@ def test_a_mistyped_command_gets_its_suggestion_without_a_stray_semicolon():
     """`gpt2cli generat` said "Did you mean 'generate'?; see 'gpt2cli --help'"."""
     line = assert_one_error_line(run("generat", "hi"))
     assert line == "gpt2cli: error: No such command 'generat'. Did you mean 'generate'? (see 'gpt2cli --help')", line
+
+
+def test_batch_lines_ids_are_the_line_numbers_even_with_a_carriage_return_inside_a_line(tiny_model, tmp_path):
+    """A lone "\\r" inside a line (text pasted from a terminal's progress output, say) split it into two
+    records, so every later id was one more than the line number wc, sed and editors give (and more
+    records ran than the progress line counted). Only "\\n" ends a line; a "\\r\\n" still ends as one."""
+    source = tmp_path / "prompts.txt"
+    source.write_bytes(b"first\rsecond\nthird\r\n")
+    for args, stdin in ((["--lines", source], b""), (["--lines", "-"], source.read_bytes())):
+        r = run("batch", *args, "-m", tiny_model, "-n", "1", "-t", "0", "--ordered", stdin=stdin)
+        assert r.code == 0, r.err
+        results = [json.loads(line) for line in r.stdout.splitlines()]
+        assert [line["id"] for line in results] == [1, 2], results
+        for result, text in zip(results, ("first\rsecond", "third")):
+            assert result["prompt_tokens"] == len(run("tokenize", "-m", tiny_model, text).stdout.split()), (result, text)

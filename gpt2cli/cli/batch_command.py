@@ -188,14 +188,16 @@ def _open_input(source: str):
     import sys
 
     errors = _replace_noting(source)
+    # Lines end at "\n" only (a "\r" before it is dropped by read_records): a lone "\r" inside a line
+    # is text, so that --lines' ids are the line numbers wc, sed and editors count.
     if source == "-":
         # INPUT is UTF-8 whatever the locale says (as a file INPUT is): a non-UTF-8 locale (LANG=C
         # without Python's UTF-8 mode, a Latin-1 one) would otherwise decode stdin's records its way.
         if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
             return sys.stdin
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors=errors)
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors=errors, newline="\n")
     try:
-        return open(source, encoding="utf-8", errors=errors)
+        return open(source, encoding="utf-8", errors=errors, newline="\n")
     except OSError as e:
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
 
