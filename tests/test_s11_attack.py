@@ -37,3 +37,19 @@ def test_scale_attn_weights_not_a_boolean_is_named_as_such_not_called_false(valu
     with pytest.raises(CheckpointError) as info:
         store_config.from_dict({"scale_attn_weights": value})
     assert "false" not in str(info.value) and "true" in str(info.value)
+
+
+@pytest.mark.parametrize("kind, says", [("file", "a file is there"), ("loop", "symbolic links"), ("dangling", "symlink to nothing")])
+def test_a_weights_dir_that_cannot_be_a_folder_says_why_not_file_exists(tmp_path, kind, says):
+    weights = tmp_path / "weights"
+    if kind == "file":
+        weights.write_text("mine")
+    elif kind == "loop":
+        (tmp_path / "other").symlink_to(weights)
+        weights.symlink_to(tmp_path / "other")
+    else:
+        weights.symlink_to(tmp_path / "nowhere")
+    r = run("download", "gpt2", "--weights-dir", weights, env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": None})
+    line = assert_one_error_line(r, 4)
+    assert says in line and "File exists" not in line and str(weights) in line
+    assert kind != "file" or weights.read_text() == "mine"

@@ -102,8 +102,15 @@ def _make_root(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        reason = e.strerror
+        if isinstance(e, FileExistsError):  # something not a folder is there: say what, not "File exists"
+            try:
+                root.stat()
+                reason = "a file is there, not a folder"
+            except OSError as found:  # a symlink loop or a dangling link
+                reason = found.strerror if found.errno != errno.ENOENT else "a symlink to nothing is there"
         raise DownloadError(
-            f"cannot create the weights folder {root} ({e.strerror}); "
+            f"cannot create the weights folder {root} ({reason}); "
             "choose another with --weights-dir or GPT2CLI_WEIGHTS"
         ) from e
 
