@@ -53,3 +53,110 @@ def test_a_weights_dir_that_cannot_be_a_folder_says_why_not_file_exists(tmp_path
     line = assert_one_error_line(r, 4)
     assert says in line and "File exists" not in line and str(weights) in line
     assert kind != "file" or weights.read_text() == "mine"
+
+
+# --- a Hub (HF_ENDPOINT) that answers with wrong types or leaves sizes out ---------------------------
+
+_SENT_AT_MOST = 64 << 20  # what the lying server sends of a file listed without a size
+
+
+def _lying_hub(model, mutate, sent):
+    """A handler answering the model-info call with `mutate`(the true answer), files from `model`; a
+    file listed without a size is sent without end (up to _SENT_AT_MOST), counted in sent[0]."""
+    import hashlib
+    from http.server import BaseHTTPRequestHandler
+
+    files = {p.name: p.read_bytes() for p in model.iterdir()}
+
+    def answer():
+        siblings = [
+            {"rfilename": n, "size": len(b), "blobId": hashlib.sha1(b"blob %d\0" % len(b) + b).hexdigest()}
+            for n, b in files.items()
+        ]
+        info = {"id": "someone/tiny", "sha": "a" * 40, "siblings": siblings, "config": {"model_type": "gpt2"}}
+        return mutate(info)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.startswith("/api/models/"):
+                body = json.dumps(answer()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            name = self.path.split("?")[0].rsplit("/", 1)[-1]
+            listed = {s["rfilename"]: s for s in answer()["siblings"] if isinstance(s, dict)}
+            if name not in files:
+                self.send_response(404)
+                self.end_headers()
+                return
+            self.send_response(200)
+            try:
+                if "size" in listed.get(name, {}):
+                    self.send_header("Content-Length", str(len(files[name])))
+                    self.end_headers()
+                    self.wfile.write(files[name])
+                    return
+                self.end_headers()
+                while sent[0] < _SENT_AT_MOST:
+                    self.wfile.write(bytes(1 << 20))
+                    sent[0] += 1 << 20
+            except OSError:
+                pass
+
+    return Handler
+
+
+def _without_sizes(info):
+    for s in info["siblings"]:
+        s.pop("size")
+    return info
+
+
+def _sizes_as(value):
+    def mutate(info):
+        for s in info["siblings"]:
+            s["size"] = value if value is not None else str(s["size"])
+        return info
+
+    return mutate
+
+
+def _set(key, value):
+    return lambda info: {**info, key: value}
+
+
+@pytest.mark.parametrize(
+    "mutate, says",
+    [
+        (_without_sizes, "listed without its size"),
+        (_sizes_as(None), "not a byte count"),  # "386": a string
+        (_sizes_as(-1), "not a byte count"),
+        (_sizes_as(1.5), "not a byte count"),
+        (_set("sha", 12345), "not a commit id"),
+        (_set("sha", "../../elsewhere"), "not a commit id"),
+        (_set("siblings", "model.safetensors"), "not a list of named files"),
+        (_set("siblings", [1, 2]), "not a list of named files"),
+        (lambda info: [info], "not a JSON object"),
+    ],
+    ids=["no-size", "size-string", "size-negative", "size-float", "sha-int", "sha-path", "siblings-string",
+         "siblings-ints", "answer-list"],
+)  # fmt: skip
+def test_a_hub_answer_with_wrong_types_or_no_sizes_is_refused_as_malformed(tmp_path, mutate, says):
+    from tests.support.cli import run_quick
+    from tests.test_s11_downloads import serving
+
+    model = modelfactory.write_model(tmp_path / "src", seed=1)
+    sent = [0]
+    with serving(_lying_hub(model, mutate, sent)) as url:
+        r = run_quick("download", "someone/tiny", "--weights-dir", tmp_path / "w",
+                      env={"HF_ENDPOINT": url.rsplit("/", 1)[0], "HF_HUB_OFFLINE": None})  # fmt: skip
+    line = assert_one_error_line(r, 4)
+    assert "the Hub's description of someone/tiny is malformed" in line and says in line, line
+    assert "run the command again" not in line and sent[0] == 0
+    assert not (tmp_path / "w" / "someone--tiny").exists()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -66,6 +67,11 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool, holds: s
             )
         info = _fetch_repo_info(ref)
         files = _select_files(ref, info, holds)
+        # A file's size bounds its transfer (and its checksum needs it): one listed without a size would
+        # be fetched for as long as the server sends, unverified, filling the disk.
+        unsized = [name for name in files if info.files[name].size is None]
+        if unsized:
+            raise _malformed(ref, f"{unsized[0]} is listed without its size")
         try:
             _prepare_staging(staging, info.commit, fresh=force)
             _fetch(ref, info, files, staging, progress)
@@ -160,8 +166,25 @@ def _fetch_repo_info(ref: HubRef) -> _RepoInfo:
     info = _model_info(ref)
     if not info.sha:
         raise DownloadError(f"the Hub did not say which commit {ref.display} is at; try again later")
+    if not (isinstance(info.sha, str) and re.fullmatch(r"[0-9a-f]{40}", info.sha)):
+        raise _malformed(ref, f"commit {str(info.sha)[:50]!r} is not a commit id")
+    files = remote_files(info.siblings)
+    for remote in files.values():
+        size, checksums = remote.size, (remote.sha256, remote.blob_id)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise _malformed(ref, f"{remote.name} is listed with size {repr(size)[:30]}, not a byte count")
+        if not all(c is None or isinstance(c, str) for c in checksums):
+            raise _malformed(ref, f"{remote.name} is listed with a checksum that is not a string")
     config = info.config if isinstance(info.config, dict) else {}
-    return _RepoInfo(commit=info.sha, files=remote_files(info.siblings), model_type=config.get("model_type"))
+    return _RepoInfo(commit=info.sha, files=files, model_type=config.get("model_type"))
+
+
+def _malformed(ref: HubRef, detail: str) -> DownloadError:
+    """The Hub's description of a repo is not what the Hub sends: a broken proxy or a wrong HF_ENDPOINT."""
+    return DownloadError(
+        f"the Hub's description of {ref.display} is malformed ({detail}); check HF_ENDPOINT, or try again "
+        "later, or pass --model PATH to a model folder"
+    )
 
 
 def _model_info(ref: HubRef):
@@ -189,7 +212,22 @@ def _model_info(ref: HubRef):
                 )
         answer = type(r)(r.status_code, headers=r.headers, content=bytes(body), request=r.request)
     hf_raise_for_status(answer)
-    return ModelInfo(**answer.json())
+    try:
+        data = answer.json()
+    except ValueError as e:
+        raise _malformed(ref, f"not JSON: {str(e)[:60]}") from None
+    if not isinstance(data, dict):
+        raise _malformed(ref, "not a JSON object")
+    siblings = data.get("siblings")
+    if siblings is not None and not (
+        isinstance(siblings, list)
+        and all(isinstance(s, dict) and isinstance(s.get("rfilename"), str) for s in siblings)
+    ):
+        raise _malformed(ref, "its file list is not a list of named files")
+    try:
+        return ModelInfo(**data)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a field of the wrong type
+        raise _malformed(ref, f"{type(e).__name__}: {str(e)[:60]}") from None
 
 
 def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> list[str]:
