@@ -160,3 +160,27 @@ def test_a_hub_answer_with_wrong_types_or_no_sizes_is_refused_as_malformed(tmp_p
     assert "the Hub's description of someone/tiny is malformed" in line and says in line, line
     assert "run the command again" not in line and sent[0] == 0
     assert not (tmp_path / "w" / "someone--tiny").exists()
+
+
+def _weights_listed_at(size):
+    def mutate(info):
+        for s in info["siblings"]:
+            if s["rfilename"] == "model.safetensors":
+                s["size"] = size
+        return info
+
+    return mutate
+
+
+def test_a_download_larger_than_the_free_disk_is_refused_before_a_byte_is_fetched(tmp_path):
+    from tests.support.cli import run_quick
+    from tests.test_s11_downloads import serving
+
+    model = modelfactory.write_model(tmp_path / "src", seed=1)
+    sent = [0]
+    with serving(_lying_hub(model, _weights_listed_at(10**18), sent)) as url:
+        r = run_quick("download", "someone/tiny", "--weights-dir", tmp_path / "w",
+                      env={"HF_ENDPOINT": url.rsplit("/", 1)[0], "HF_HUB_OFFLINE": None})  # fmt: skip
+    line = assert_one_error_line(r, 4)
+    assert "someone/tiny needs 1000000000.0 GB more" in line and "free some space" in line, line
+    assert [p.name for p in (tmp_path / "w").iterdir()] == [".locks"]  # no staging folder left behind

@@ -73,6 +73,7 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool, holds: s
         if unsized:
             raise _malformed(ref, f"{unsized[0]} is listed without its size")
         try:
+            _check_space(ref, info, files, staging)
             _prepare_staging(staging, info.commit, fresh=force)
             _fetch(ref, info, files, staging, progress)
             _finish(staging, ref, info.commit, files, holds)
@@ -177,6 +178,31 @@ def _fetch_repo_info(ref: HubRef) -> _RepoInfo:
             raise _malformed(ref, f"{remote.name} is listed with a checksum that is not a string")
     config = info.config if isinstance(info.config, dict) else {}
     return _RepoInfo(commit=info.sha, files=files, model_type=config.get("model_type"))
+
+
+def _check_space(ref: HubRef, info: _RepoInfo, files: list[str], staging: Path) -> None:
+    """Refuses before the first byte a download the disk cannot hold (what a resume already has counts):
+    filling the disk to the last byte, then deleting it all, harms every other program on it. Runs before
+    the staging folder is made, so a refused download leaves nothing behind."""
+    needed = 0
+    for name in files:
+        have = 0
+        for path in (staging / name, staging / (name + ".part")):
+            try:
+                have = max(have, path.stat().st_size)
+            except OSError:
+                pass
+        needed += max(info.files[name].size - have, 0)
+    try:
+        fs = os.statvfs(staging.parent)
+    except OSError:  # no statvfs here: the transfer's own ENOSPC still says it
+        return
+    free = fs.f_bavail * fs.f_frsize
+    if needed > free:
+        raise DownloadError(
+            f"{ref.display} needs {needed / 1e9:.1f} GB more, and {staging.parent} has {free / 1e9:.1f} GB "
+            "free; free some space, or choose another folder with --weights-dir or GPT2CLI_WEIGHTS"
+        )
 
 
 def _malformed(ref: HubRef, detail: str) -> DownloadError:
