@@ -184,3 +184,36 @@ def test_a_download_larger_than_the_free_disk_is_refused_before_a_byte_is_fetche
     line = assert_one_error_line(r, 4)
     assert "someone/tiny needs 1000000000.0 GB more" in line and "free some space" in line, line
     assert [p.name for p in (tmp_path / "w").iterdir()] == [".locks"]  # no staging folder left behind
+
+
+# --- a safetensors file whose tensors gpt2cli does not use ------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["F16", "BF16"])
+def test_an_unused_half_precision_tensor_is_never_upcast_into_memory(tmp_path, dtype):
+    # A 512 MB float16 tensor no GPT-2 uses (stored sparse: a few KB on disk) was upcast at load,
+    # taking 1 GB of memory for nothing; a hostile file can make it any size.
+    import struct
+    import tracemalloc
+
+    from gpt2cli.session import load_model
+
+    folder = modelfactory.write_model(tmp_path / "m", seed=1, dtype="float16" if dtype == "F16" else "bfloat16")
+    path = folder / "model.safetensors"
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header, data = json.loads(raw[8 : 8 + n]), raw[8 + n :]
+    count = 1 << 28
+    header["junk.weight"] = {"dtype": dtype, "shape": [count], "data_offsets": [len(data), len(data) + 2 * count]}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(text)) + text + data)
+        f.truncate(8 + len(text) + len(data) + 2 * count)
+    tracemalloc.start()
+    try:
+        load_model(folder)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"{peak / 1e6:.0f} MB allocated while loading"
