@@ -217,3 +217,45 @@ def test_an_unused_half_precision_tensor_is_never_upcast_into_memory(tmp_path, d
     finally:
         tracemalloc.stop()
     assert peak < 100e6, f"{peak / 1e6:.0f} MB allocated while loading"
+
+
+# --- a symlink in the place of a download's hidden staging folder -----------------------------------
+
+
+def _plant_staging_link(tmp_path, note: str | None):
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "config.json").write_text("the user's own config")
+    if note is not None:
+        (victim / ".gpt2cli-staging").write_text(note)  # the commit the lying hub serves: "resumable"
+    weights = tmp_path / "w"
+    weights.mkdir()
+    (weights / ".tmp-someone--tiny").symlink_to(victim)
+    return weights, victim
+
+
+@pytest.mark.parametrize("note", ["a" * 40, None], ids=["same-commit-note", "no-note"])
+def test_a_download_never_writes_through_a_symlink_planted_as_its_staging_folder(tmp_path, note):
+    from tests.support.cli import run_quick
+    from tests.test_s11_downloads import serving
+
+    weights, victim = _plant_staging_link(tmp_path, note)
+    model = modelfactory.write_model(tmp_path / "src", seed=1)
+    with serving(_lying_hub(model, lambda info: info, [0])) as url:
+        r = run_quick("download", "someone/tiny", "--weights-dir", weights,
+                      env={"HF_ENDPOINT": url.rsplit("/", 1)[0], "HF_HUB_OFFLINE": None})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (victim / "config.json").read_text() == "the user's own config"
+    assert sorted(p.name for p in victim.iterdir()) == sorted(["config.json"] + ([".gpt2cli-staging"] if note else []))
+    folder = weights / "someone--tiny"
+    assert folder.is_dir() and not folder.is_symlink() and (folder / "model.safetensors").is_file()
+
+
+def test_rm_removes_a_symlink_in_the_staging_folders_place_not_its_target(tmp_path):
+    weights, victim = _plant_staging_link(tmp_path, "a" * 40)
+    r = run("rm", "-y", "someone/tiny", "--weights-dir", weights)
+    assert r.returncode == 0, r.stderr
+    assert not (weights / ".tmp-someone--tiny").is_symlink()
+    assert (victim / "config.json").read_text() == "the user's own config"
+    listing = run("models", "--weights-dir", weights)
+    assert "someone/tiny" not in listing.stdout

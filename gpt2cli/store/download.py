@@ -300,6 +300,8 @@ def _refuse_oversized(where: str, info: _RepoInfo, files: list[str]) -> None:
 
 def _prepare_staging(staging: Path, commit: str, *, fresh: bool) -> None:
     """Reuses a staging folder left by an interrupted run of the same commit; otherwise starts clean."""
+    if staging.is_symlink():  # not one we made: downloading through it would write into (and delete from) its target
+        staging.unlink()
     if staging.exists() and not staging.is_dir():
         raise _in_the_way(staging)
     note = staging / _STAGING_NOTE
