@@ -259,3 +259,23 @@ def test_rm_removes_a_symlink_in_the_staging_folders_place_not_its_target(tmp_pa
     assert (victim / "config.json").read_text() == "the user's own config"
     listing = run("models", "--weights-dir", weights)
     assert "someone/tiny" not in listing.stdout
+
+
+# --- tokenizer files saved by a Windows editor ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("edit", ["crlf", "bom", "both"])
+def test_tokenizer_files_with_crlf_line_ends_or_a_byte_order_mark_read_as_the_same_tokenizer(tmp_path, edit):
+    folder = modelfactory.write_model(tmp_path / "m", seed=1)
+    expected = run("tokenize", "-m", folder, "the world and the rest")
+    assert expected.returncode == 0, expected.stderr
+    for name in ("merges.txt", "vocab.json"):
+        text = (folder / name).read_text(encoding="utf-8")
+        if edit in ("crlf", "both"):
+            text = text.replace("\n", "\r\n")
+        if edit in ("bom", "both"):
+            text = "\ufeff" + text
+        (folder / name).write_bytes(text.encode("utf-8"))
+    r = run("tokenize", "-m", folder, "the world and the rest")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == expected.stdout
