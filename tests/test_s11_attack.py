@@ -279,3 +279,57 @@ def test_tokenizer_files_with_crlf_line_ends_or_a_byte_order_mark_read_as_the_sa
     r = run("tokenize", "-m", folder, "the world and the rest")
     assert r.returncode == 0, r.stderr
     assert r.stdout == expected.stdout
+
+
+# --- endless input: /dev/zero on stdin, or a file without line ends ------------------------------------
+
+
+def test_an_endless_stdin_prompt_is_refused_at_the_limit_not_read_into_memory(monkeypatch):
+    import io
+    import sys
+
+    from gpt2cli.cli import prompt as prompt_module
+    from gpt2cli.errors import UsageError
+
+    class Endless(io.RawIOBase):
+        read_bytes = 0
+
+        def readable(self):
+            return True
+
+        def readinto(self, buffer):
+            Endless.read_bytes += len(buffer)
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    monkeypatch.setattr(prompt_module, "MAX_STDIN", 1 << 20)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(Endless())))
+    with pytest.raises(UsageError, match="stdin holds more than 1 MB"):
+        prompt_module.read_prompt(None)
+    assert Endless.read_bytes < 4 << 20
+
+
+def test_a_batch_input_line_without_end_is_refused_at_the_limit_not_read_into_memory(monkeypatch):
+    import io
+
+    from gpt2cli.batch import records
+    from gpt2cli.errors import UsageError
+
+    monkeypatch.setattr(records, "MAX_LINE", 1000)
+    good = '{"id": 1, "prompt": "hi"}\n' + '{"prompt": "' + "x" * 960 + '"}\n'  # a line of exactly 1000 characters
+    stream = io.StringIO(good + "0" * 5000 + "\n" + '{"prompt": "after"}\n')
+    read = records.read_records(stream)
+    assert [r.text for r in (next(read), next(read))] == ["hi", "x" * 960]
+    with pytest.raises(UsageError, match="line 3 of INPUT is longer than"):
+        next(read)
+
+
+def test_batch_from_dev_zero_is_a_usage_error_not_out_of_memory(tiny_model):
+    import resource
+
+    def capped():  # should it read /dev/zero into memory again, it fails here, not the machine
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    r = run("batch", "-m", tiny_model, "/dev/zero", timeout=120, preexec_fn=capped)
+    line = assert_one_error_line(r, 2)
+    assert "line 1 of INPUT is longer than 64 MB" in line
