@@ -70,7 +70,7 @@ def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt")
     """Records from JSON Lines (each object has `field`, optionally `id` and settings) or, with lines,
     one text per line (a blank line too: an empty prompt). Blank JSON lines are skipped; a line that
     is not a valid record becomes a BadRecord."""
-    for number, raw in enumerate(stream, start=1):
+    for number, raw in enumerate(_bounded_lines(stream), start=1):
         text = raw.rstrip("\n").rstrip("\r")
         if lines:
             yield Record(number, text, {}, number)
@@ -80,6 +80,24 @@ def read_records(stream: IO[str], *, lines: bool = False, field: str = "prompt")
         if not text.strip():
             continue
         yield _parse(text, number, field)
+
+
+# The longest line read as one record (characters): /dev/zero or a file without line ends read line by
+# line would fill memory; a prompt this long is far beyond any GPT-2 context already.
+MAX_LINE = 64 << 20
+
+
+def _bounded_lines(stream: IO[str]) -> Iterator[str]:
+    """The stream's lines, each of at most MAX_LINE characters; a longer one is a UsageError."""
+    number = 0
+    while line := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(line) > MAX_LINE and not line.endswith("\n"):
+            raise UsageError(
+                f"line {number} of INPUT is longer than {MAX_LINE >> 20} MB, so it is no record (is INPUT a "
+                "JSON Lines file?); split or shorten it"
+            )
+        yield line
 
 
 def _parse(text: str, number: int, field: str) -> Record | BadRecord:

@@ -17,6 +17,10 @@ def _decode_input(raw: bytes, where: str) -> str:
         return raw.decode("utf-8", errors="replace")
 
 
+# The most stdin is read for a prompt or text (bytes): /dev/zero or an endless pipe would fill memory.
+MAX_STDIN = 64 << 20
+
+
 def read_prompt(prompt: Optional[str]) -> str:
     """The prompt text: piped stdin first (one trailing newline dropped), then the PROMPT argument.
 
@@ -26,9 +30,14 @@ def read_prompt(prompt: Optional[str]) -> str:
     stdin_piped = sys.stdin is not None and not sys.stdin.isatty()
     if prompt == "-" or stdin_piped:
         try:
-            raw = sys.stdin.buffer.read() if sys.stdin is not None else b""
+            raw = sys.stdin.buffer.read(MAX_STDIN + 1) if sys.stdin is not None else b""
         except OSError as e:  # e.g. EIO from a terminal that went away
             raise UsageError(f"cannot read stdin ({e.strerror or e}); pass the prompt as an argument") from None
+        if len(raw) > MAX_STDIN:
+            raise UsageError(
+                f"stdin holds more than {MAX_STDIN >> 20} MB; gpt2cli reads a prompt or text of at most that: pipe in a "
+                "shorter one"
+            )
         text = _decode_input(raw, "stdin")
         if text.endswith("\r\n"):
             text = text[:-2]

@@ -130,7 +130,9 @@ def _read_header(path: Path) -> tuple[dict, int]:
 
 
 def _map_tensors(path: Path) -> dict[str, np.ndarray]:
-    """Every tensor of one file as a read-only view of its memory map (float16/bfloat16 upcast)."""
+    """Every tensor of one file as a read-only view of its memory map, as stored (bfloat16 as uint16 bits):
+    _upcast makes float32 of only the tensors used, once their shapes are checked (a file's unused or
+    misshapen float16 tensors would otherwise each take twice their size of memory, read or not)."""
     header, start = _read_header(path)
     data = np.memmap(path, dtype=np.uint8, mode="r")
     tensors = {}
@@ -145,12 +147,15 @@ def _map_tensors(path: Path) -> dict[str, np.ndarray]:
                 f"{layout.remedy(path.parent)}, or re-export it in one of those"
             )
         array = data[start + begin : start + end].view(dtype).reshape(info["shape"])
-        if info["dtype"] == "BF16":
-            array = (array.astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] == "F16":
-            array = array.astype(np.float32)
         tensors[name] = np.asarray(array)  # a plain ndarray view of the map (see spec.Weights)
     return tensors
+
+
+def _upcast(array: np.ndarray) -> np.ndarray:
+    """float32 of a stored tensor: float32 as it is (no copy), float16 and bfloat16 (uint16 bits) upcast."""
+    if array.dtype == np.uint16:  # bfloat16: the high half of a float32
+        return (array.astype(np.uint32) << 16).view(np.float32)
+    return array if array.dtype == np.float32 else array.astype(np.float32)
 
 
 def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
@@ -193,7 +198,7 @@ def load_weights(folder: Path, cfg: GPT2Config) -> Weights:
             raise CheckpointError(
                 f"{path}: tensor {name!r} has shape {list(array.shape)}, config.json implies {list(shape)}; {fix}"
             )
-        tensors[name] = array
+        tensors[name] = _upcast(array)
     blocks = tuple(
         Block(**{field: tensors[f"h.{i}.{name}"] for name, field in _BLOCK_FIELDS.items()})
         for i in range(cfg.n_layer)

@@ -51,8 +51,17 @@ def from_dict(d: dict, source: str = "config.json", fix: str = _FIX) -> GPT2Conf
     for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
         if d.get(flag):
             raise CheckpointError(f"{source}: '{flag}' is not supported; {fix}")
-    if d.get("scale_attn_weights", True) is not True:
-        raise CheckpointError(f"{source}: scale_attn_weights=false is not supported; {fix}")
+    scale = d.get("scale_attn_weights", True)
+    if scale is not True:
+        said = "scale_attn_weights=false is not supported" if scale is False else f"'scale_attn_weights' must be true, got {_shown(scale)}"
+        raise CheckpointError(f"{source}: {said}; {fix}")
+    # Untied, the logits come from lm_head.weight, which gpt2cli never reads (it computes them from wte):
+    # running such a checkpoint would print another model's text without a word of warning.
+    if d.get("tie_word_embeddings", True) is not True:
+        raise CheckpointError(
+            f"{source}: tie_word_embeddings={_shown(d.get('tie_word_embeddings'))} is not supported: gpt2cli runs "
+            f"GPT-2 models whose output layer is the token embeddings (tie_word_embeddings true); {fix}"
+        )
     eps = d.get("layer_norm_epsilon", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0 < eps and math.isfinite(eps)):
         raise CheckpointError(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -66,7 +67,13 @@ def download(ref: HubRef, folder: Path, *, force: bool, progress: bool, holds: s
             )
         info = _fetch_repo_info(ref)
         files = _select_files(ref, info, holds)
+        # A file's size bounds its transfer (and its checksum needs it): one listed without a size would
+        # be fetched for as long as the server sends, unverified, filling the disk.
+        unsized = [name for name in files if info.files[name].size is None]
+        if unsized:
+            raise _malformed(ref, f"{unsized[0]} is listed without its size")
         try:
+            _check_space(ref, info, files, staging)
             _prepare_staging(staging, info.commit, fresh=force)
             _fetch(ref, info, files, staging, progress)
             _finish(staging, ref, info.commit, files, holds)
@@ -102,8 +109,15 @@ def _make_root(root: Path) -> None:
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        reason = e.strerror
+        if isinstance(e, FileExistsError):  # something not a folder is there: say what, not "File exists"
+            try:
+                root.stat()
+                reason = "a file is there, not a folder"
+            except OSError as found:  # a symlink loop or a dangling link
+                reason = found.strerror if found.errno != errno.ENOENT else "a symlink to nothing is there"
         raise DownloadError(
-            f"cannot create the weights folder {root} ({e.strerror}); "
+            f"cannot create the weights folder {root} ({reason}); "
             "choose another with --weights-dir or GPT2CLI_WEIGHTS"
         ) from e
 
@@ -153,8 +167,50 @@ def _fetch_repo_info(ref: HubRef) -> _RepoInfo:
     info = _model_info(ref)
     if not info.sha:
         raise DownloadError(f"the Hub did not say which commit {ref.display} is at; try again later")
+    if not (isinstance(info.sha, str) and re.fullmatch(r"[0-9a-f]{40}", info.sha)):
+        raise _malformed(ref, f"commit {str(info.sha)[:50]!r} is not a commit id")
+    files = remote_files(info.siblings)
+    for remote in files.values():
+        size, checksums = remote.size, (remote.sha256, remote.blob_id)
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise _malformed(ref, f"{remote.name} is listed with size {repr(size)[:30]}, not a byte count")
+        if not all(c is None or isinstance(c, str) for c in checksums):
+            raise _malformed(ref, f"{remote.name} is listed with a checksum that is not a string")
     config = info.config if isinstance(info.config, dict) else {}
-    return _RepoInfo(commit=info.sha, files=remote_files(info.siblings), model_type=config.get("model_type"))
+    return _RepoInfo(commit=info.sha, files=files, model_type=config.get("model_type"))
+
+
+def _check_space(ref: HubRef, info: _RepoInfo, files: list[str], staging: Path) -> None:
+    """Refuses before the first byte a download the disk cannot hold (what a resume already has counts):
+    filling the disk to the last byte, then deleting it all, harms every other program on it. Runs before
+    the staging folder is made, so a refused download leaves nothing behind."""
+    needed = 0
+    for name in files:
+        have = 0
+        for path in (staging / name, staging / (name + ".part")):
+            try:
+                have = max(have, path.stat().st_size)
+            except OSError:
+                pass
+        needed += max(info.files[name].size - have, 0)
+    try:
+        fs = os.statvfs(staging.parent)
+    except OSError:  # no statvfs here: the transfer's own ENOSPC still says it
+        return
+    free = fs.f_bavail * fs.f_frsize
+    if needed > free:
+        raise DownloadError(
+            f"{ref.display} needs {needed / 1e9:.1f} GB more, and {staging.parent} has {free / 1e9:.1f} GB "
+            "free; free some space, or choose another folder with --weights-dir or GPT2CLI_WEIGHTS"
+        )
+
+
+def _malformed(ref: HubRef, detail: str) -> DownloadError:
+    """The Hub's description of a repo is not what the Hub sends: a broken proxy or a wrong HF_ENDPOINT."""
+    return DownloadError(
+        f"the Hub's description of {ref.display} is malformed ({detail}); check HF_ENDPOINT, or try again "
+        "later, or pass --model PATH to a model folder"
+    )
 
 
 def _model_info(ref: HubRef):
@@ -182,7 +238,22 @@ def _model_info(ref: HubRef):
                 )
         answer = type(r)(r.status_code, headers=r.headers, content=bytes(body), request=r.request)
     hf_raise_for_status(answer)
-    return ModelInfo(**answer.json())
+    try:
+        data = answer.json()
+    except ValueError as e:
+        raise _malformed(ref, f"not JSON: {str(e)[:60]}") from None
+    if not isinstance(data, dict):
+        raise _malformed(ref, "not a JSON object")
+    siblings = data.get("siblings")
+    if siblings is not None and not (
+        isinstance(siblings, list)
+        and all(isinstance(s, dict) and isinstance(s.get("rfilename"), str) for s in siblings)
+    ):
+        raise _malformed(ref, "its file list is not a list of named files")
+    try:
+        return ModelInfo(**data)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # a field of the wrong type
+        raise _malformed(ref, f"{type(e).__name__}: {str(e)[:60]}") from None
 
 
 def _select_files(ref: HubRef, info: _RepoInfo, holds: str = WHOLE_MODEL) -> list[str]:
@@ -229,6 +300,8 @@ def _refuse_oversized(where: str, info: _RepoInfo, files: list[str]) -> None:
 
 def _prepare_staging(staging: Path, commit: str, *, fresh: bool) -> None:
     """Reuses a staging folder left by an interrupted run of the same commit; otherwise starts clean."""
+    if staging.is_symlink():  # not one we made: downloading through it would write into (and delete from) its target
+        staging.unlink()
     if staging.exists() and not staging.is_dir():
         raise _in_the_way(staging)
     note = staging / _STAGING_NOTE

@@ -301,7 +301,8 @@ def _model_subfolders(root: Path) -> list[Path]:
 
 def _staging_subfolders(root: Path) -> list[Path]:
     try:
-        return sorted(p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX) and p.is_dir())
+        # a symlink there is not a download of ours (rm removes only the link): nothing to size or list
+        return sorted(p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX) and p.is_dir() and not p.is_symlink())
     except OSError:
         return []
 

@@ -41,7 +41,8 @@ def plan_removal(name: str, *, revision: str | None = None, weights_dir: Path | 
     ref = parse_hub_name(name, revision)
     folder = model_folder(ref, weights_dir)
     staging = staging_folder(folder)
-    staging = staging if path_is(staging, Path.is_dir) else None
+    # a symlink in the staging folder's place is not ours: rm removes the link, never what it points to
+    staging = staging if path_is(staging, Path.is_dir) or path_is(staging, Path.is_symlink) else None
     files: list[Path] = []
     kept: list[str] = []
     if path_is(folder, Path.exists):
@@ -58,7 +59,7 @@ def plan_removal(name: str, *, revision: str | None = None, weights_dir: Path | 
             f"model {ref.display} is not downloaded (looked in {folder}), so there is nothing to remove; "
             "check the name: `gpt2cli models` lists the downloaded ones"
         )
-    size = sum(_size(p) for p in files) + (folder_size(staging) if staging else 0)
+    size = sum(_size(p) for p in files) + (folder_size(staging) if staging and not staging.is_symlink() else 0)
     return Plan(ref.display, folder, files, staging, kept, size)
 
 
@@ -79,7 +80,10 @@ def remove(plan: Plan) -> None:
             except OSError:
                 pass  # something appeared meanwhile: it is the user's, keep it
         if plan.staging is not None:
-            shutil.rmtree(plan.staging)
+            if plan.staging.is_symlink():
+                plan.staging.unlink()
+            else:
+                shutil.rmtree(plan.staging)
 
 
 def _listed_files(folder: Path) -> list[str] | None:

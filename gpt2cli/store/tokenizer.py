@@ -52,8 +52,10 @@ def read_bpe_files(folder: Path) -> tuple[dict[bytes, int], int]:
                 f"{fix}"
             )
     try:
-        vocab = json.loads(read_small_text(vocab_path))
-        merge_lines = read_small_text(merges_path).split("\n")
+        # A byte order mark and CRLF line ends (a file saved by a Windows editor, or checked out with
+        # git's autocrlf) are not part of any token: Hugging Face's readers pass over them too.
+        vocab = json.loads(read_small_text(vocab_path).removeprefix("\ufeff"))
+        merge_lines = read_small_text(merges_path).removeprefix("\ufeff").replace("\r\n", "\n").split("\n")
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         reason = getattr(e, "strerror", None) or str(e)[:80]
         where = getattr(e, "filename", None) or vocab_path.parent
