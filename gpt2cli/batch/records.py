@@ -209,16 +209,18 @@ class Output:
         except OSError as e:
             raise self._closed(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
         keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
-        keys = [_result_key(line) for line in data[:keep].splitlines()]
+        results = [_result(line) for line in data[:keep].splitlines()]
         # a last line that is not the start of a result is someone's data: never cut off
-        if None in keys or not _torn_result(data[keep:]):
+        if None in results or not _torn_result(data[keep:]):
             raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
-        if self.score is not None and (other := _other_kind(data[:keep], self.score)):
+        # a result of the other kind (error lines are of neither) would have its id taken for done
+        other_key, other = ("finish_reason", "generation") if self.score else ("perplexity", "score")
+        if self.score is not None and any(other_key in result for result in results):
             raise self._closed(
                 f"{path} holds {other} results and this run {'scores texts' if self.score else 'generates'}: its ids "
                 f"would be taken for done; give -o another file, or {'drop' if self.score else 'add'} --score to resume that run"
             )
-        self.done.update(keys)
+        self.done.update(json.dumps(result["id"]) for result in results)
         if keep < len(data):
             try:
                 os.ftruncate(self._fd, keep)
@@ -283,28 +285,16 @@ def _read_all(fd: int) -> bytes:
 _RESULT_START = b'{"id": '  # how every line Output.write writes begins
 
 
-def _result_key(line: bytes) -> str | None:
-    """The id (as Record.key spells it) of a result line an earlier run wrote; None for any other line,
-    such as an input file's records (a result has tokens or an error)."""
+def _result(line: bytes) -> dict | None:
+    """A result line an earlier run wrote (its "id" as Record.key spells it is json.dumps of it); None for
+    any other line, such as an input file's records (a result has tokens or an error)."""
     try:
         result = json.loads(line)
     except (ValueError, RecursionError):
         return None
     if not isinstance(result, dict) or "id" not in result or not ("tokens" in result or "error" in result):
         return None
-    return json.dumps(result["id"])
-
-
-def _other_kind(data: bytes, score: bool) -> str | None:
-    """"generation" or "score" when a result line of data is of the kind this run does not write (error
-    lines are of neither kind); None when there is none."""
-    mark, other = (b'"finish_reason": ', "generation") if score else (b'"perplexity": ', "score")
-    if mark not in data:
-        return None
-    for line in data.splitlines():
-        if mark in line and isinstance(result := json.loads(line), dict) and mark.decode()[1:-3] in result:
-            return other
-    return None
+    return result
 
 
 def _torn_result(tail: bytes) -> bool:

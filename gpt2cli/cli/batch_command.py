@@ -17,7 +17,7 @@ from gpt2cli.cli.options import (
 from gpt2cli.cli.output import Writer, erase_line, note, stderr_is_tty
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
-from gpt2cli.cli.common import command_group, examples, model_folder, open_session
+from gpt2cli.cli.common import command_group, examples, model_folder, open_session, options_given
 
 commands = command_group()
 
@@ -107,8 +107,7 @@ def batch(
         _refuse_input_as_output(stream, output)
         out = Output(output, writer.write, score=score_texts)
     except BaseException:
-        if source != "-":
-            stream.close()
+        _close_input(stream, source)
         raise
     progress = _batch_progress(_count_records(source, lines)) if stderr_is_tty() else (lambda tally: None)
     records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
@@ -143,8 +142,7 @@ def batch(
             tally = run_records(session, records, out, batch_size=batch_size, ordered=ordered, **options)
     finally:
         out.close()
-        if source != "-":
-            stream.close()
+        _close_input(stream, source)
         if stderr_is_tty():
             sys.stderr.write(erase_line())
     writer.end()
@@ -163,11 +161,7 @@ def _refuse_decoding_options(ctx: typer.Context) -> None:
     settings (records.SETTINGS), each the long option of its name."""
     from gpt2cli.batch.records import SETTINGS
 
-    # compared by name: typer may carry its own copy of click, with its own ParameterSource
-    given = [
-        "--" + name.replace("_", "-") for name in sorted(SETTINGS)
-        if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
-    ]  # fmt: skip
+    given = options_given(ctx, sorted(SETTINGS))
     if given:
         raise UsageError(f"{', '.join(given)} {'says' if len(given) == 1 else 'say'} how text is generated, and --score generates none; drop {'it' if len(given) == 1 else 'them'}")
 
@@ -202,19 +196,31 @@ def _open_input(source: str):
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
 
 
+def _close_input(stream, source: str) -> None:
+    """Closes a file INPUT; for stdin, lets go of the UTF-8 reader _open_input put over it without
+    closing stdin itself (closing, or collecting, the reader would close the bytes underneath)."""
+    import sys
+
+    if source != "-":
+        stream.close()
+    elif stream is not sys.stdin:
+        stream.detach()
+
+
 def _replace_noting(source: str) -> str:
     """A decoding error handler for INPUT: bytes that are not UTF-8 become U+FFFD, as in a prompt, and
     the first time that happens a note says so (a Latin-1 file's accents would otherwise turn into
     U+FFFD in the prompts without a word)."""
     import codecs
 
+    from gpt2cli.cli.prompt import note_not_utf8
+
     said = []
 
     def replace(error: UnicodeDecodeError):
         if not said:
             said.append(True)
-            where = "stdin" if source == "-" else f"INPUT {source}"
-            note(f"{where} is not valid UTF-8: invalid bytes were replaced with U+FFFD (save it as UTF-8)")
+            note_not_utf8("stdin" if source == "-" else f"INPUT {source}", " (save it as UTF-8)")
         return "\ufffd", error.end
 
     name = f"gpt2cli-batch-input-{id(said)}"

@@ -22,6 +22,16 @@ def examples(*lines: str) -> str:
     return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
 
 
+def options_given(ctx: typer.Context, names) -> list[str]:
+    """Of these parameters, the ones the user gave (on the command line or from the environment), as their
+    long options (top_k -> --top-k): for refusing options that would silently do nothing."""
+    # compared by name: typer may carry its own copy of click, with its own ParameterSource
+    return [
+        "--" + name.replace("_", "-") for name in names
+        if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
+    ]  # fmt: skip
+
+
 def model_folder(
     model: str, revision: Optional[str], weights_dir: Optional[Path], offline: bool, tokenizer_only: bool = False
 ) -> Path:

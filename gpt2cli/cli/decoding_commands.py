@@ -17,7 +17,7 @@ from gpt2cli.cli.output import ProgressLine, Writer, note, prefill_progress, std
 from gpt2cli.cli.prompt import read_prompt
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
-from gpt2cli.cli.common import command_group, examples, open_session
+from gpt2cli.cli.common import command_group, examples, open_session, options_given
 
 commands = command_group()
 
@@ -184,11 +184,7 @@ def compare(
 def _refuse_sample_options(ctx: typer.Context) -> None:
     """-t, -k and --seed shape only the comparison sample: with --no-compare there is none, and an
     option given that does nothing would let the user believe it shaped the beams."""
-    # compared by name: typer may carry its own copy of click, with its own ParameterSource
-    given = [
-        option for name, option in (("temperature", "--temperature"), ("top_k", "--top-k"), ("seed", "--seed"))
-        if getattr(ctx.get_parameter_source(name), "name", None) in ("COMMANDLINE", "ENVIRONMENT")
-    ]  # fmt: skip
+    given = options_given(ctx, ("temperature", "top_k", "seed"))
     if given:
         one = len(given) == 1
         raise UsageError(

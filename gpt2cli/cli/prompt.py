@@ -9,11 +9,16 @@ from gpt2cli.cli.output import note
 from gpt2cli.errors import UsageError
 
 
+def note_not_utf8(where: str, remedy: str = "") -> None:
+    """The note for input whose bytes are not UTF-8 (they become U+FFFD), a prompt's or batch INPUT's."""
+    note(f"{where} is not valid UTF-8: invalid bytes were replaced with U+FFFD{remedy}")
+
+
 def _decode_input(raw: bytes, where: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        note(f"{where} is not valid UTF-8: invalid bytes were replaced with U+FFFD")
+        note_not_utf8(where)
         return raw.decode("utf-8", errors="replace")
 
 
