@@ -23,7 +23,7 @@ candidates are a batch of their own) and records whose prompt and max_tokens pas
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -200,16 +200,22 @@ class ContinuousBatch:
         self.model = session.model
         self.cache = SlotCache(session.config, slots, 0, limit=session.config.n_positions)  # grows as jobs start
         self._pending: Iterator[Job | Done] | None = None
+        self._ready: Callable[[], bool] = lambda: True
 
-    def run(self, jobs: Iterable["Job | Done"]) -> Iterator[tuple[object, dict]]:
-        """(key, result line) for every job, as each finishes (not in order); a Done passes straight through."""
+    def run(self, jobs: Iterable["Job | Done"], ready: Callable[[], bool] = lambda: True) -> Iterator[tuple[object, dict]]:
+        """(key, result line) for every job, as each finishes (not in order); a Done passes straight
+        through. ready() says whether the next job can be had without waiting for input: while rows
+        decode, only the jobs already come join them, so no result waits on a slow input."""
         self._pending = iter(jobs)
+        self._ready = ready
         rows: list[_Row] = []  # rows[i] decodes in slot i
         with self.session.naming_weights():
             while True:
                 yield from self._fill(rows)
                 if not rows:
-                    return
+                    if self._pending is None:
+                        return
+                    continue  # every record started has finished: wait for the next
                 logits = check_logits(self.model.forward(np.asarray([[row.token] for row in rows]), self.cache))  # [n, V]
                 finished = []
                 for i, row in enumerate(rows):
@@ -220,11 +226,16 @@ class ContinuousBatch:
 
     def _fill(self, rows: list[_Row]) -> Iterator[tuple[object, dict]]:
         """Starts the next jobs in the free slots after rows (appending them to rows) until every slot
-        is taken or no job is left; yields the results known without a step (a Done, or a record that
-        finished at its first token)."""
-        while self._pending is not None and len(rows) < self.slots:
+        is taken, no job is left, or (with rows to decode) no more has come yet; yields the results
+        known without a step (a Done, or a record that finished at its first token). Waits for input
+        only when there is nothing else to do."""
+        waiting = False
+        while self._pending is not None and len(rows) < self.slots and not waiting:
             jobs: list[Job] = []
             while len(jobs) < self.slots - len(rows):
+                if (rows or jobs) and not self._ready():
+                    waiting = True
+                    break
                 job = next(self._pending, None)
                 if job is None:
                     self._pending = None

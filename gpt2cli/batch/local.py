@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, TypeVar
 
 from gpt2cli.batch.engine import ContinuousBatch, Done, Job, batchable
+from gpt2cli.batch.readahead import ReadAhead
 from gpt2cli.batch.records import RECORD_NAMES, BadRecord, Output, Record, request_for
 from gpt2cli.batch.scoring import score_many
 from gpt2cli.errors import CheckpointError, GPT2CLIError, OptionError
@@ -65,24 +66,32 @@ def run_records(
     batch_size: int = 1,
     ordered: bool = False,
     on_record: Callable[[Tally], None] = lambda tally: None,
+    slow: bool = False,
 ) -> Tally:
     """Runs every record not yet in output; on_record(tally) after each. ordered: results are written
-    in input order (each waits for the records before it), else as they finish."""
+    in input order (each waits for the records before it), else as they finish. slow: the records
+    may come slowly (a pipe): they are read ahead by a thread, and a batch takes only those that have
+    come while it has work, so every result is written once computed."""
     tally = Tally()
     sink = Sink(output, tally, on_record, ordered)
-    items = unseen(records, output, tally)
-    for index, result in results_of(session, items, defaults, seed, score, stride, allow_special, batch_size):
+    items: Iterable[Record | BadRecord] = unseen(records, output, tally)
+    ready: Callable[[], bool] = lambda: True
+    if slow:  # the thread also runs unseen(), so a skipped record never makes the batch wait
+        items = ReadAhead(items)
+        ready = items.ready
+    for index, result in results_of(session, items, defaults, seed, score, stride, allow_special, batch_size, ready):
         sink.put(index, result)
     return tally
 
 
 def results_of(
     session: Session, items: Iterable[Record | BadRecord], defaults: Request, seed: int, score: bool, stride: int | None,
-    allow_special: bool, batch_size: int,
+    allow_special: bool, batch_size: int, ready: Callable[[], bool] = lambda: True,
 ) -> Iterator[tuple[int, dict]]:
-    """(index in items, result line) for each item, as each finishes."""
+    """(index in items, result line) for each item, as each finishes; ready() says whether the next
+    item can be had without waiting for input."""
     if score and stride is None and batch_size > 1:
-        yield from scored_together(session, items, allow_special, batch_size)
+        yield from scored_together(session, items, ready, allow_special, batch_size)
         return
     if score or batch_size == 1:
         for index, item in enumerate(items):
@@ -90,18 +99,19 @@ def results_of(
         return
 
     jobs = (job_for(session, item, defaults, seed, allow_special, index) for index, item in enumerate(items))
-    yield from ContinuousBatch(session, batch_size).run(jobs)
+    yield from ContinuousBatch(session, batch_size).run(jobs, ready)
 
 
 def scored_together(
-    session: Session, items: Iterable[Record | BadRecord], allow_special: bool, batch_size: int
+    session: Session, items: Iterable[Record | BadRecord], ready: Callable[[], bool], allow_special: bool, batch_size: int
 ) -> Iterator[tuple[int, dict]]:
     """(index in items, result line) of --score records, read _RECORDS_PER_SLOT * batch_size at a time
-    (so the run streams and memory stays bounded) and scored in padded passes (batch.scoring)."""
+    (so the run streams and memory stays bounded; fewer when no more has come yet) and scored in
+    padded passes (batch.scoring)."""
     chunk: list[tuple[int, Record | BadRecord]] = []
     for index, item in enumerate(items):
         chunk.append((index, item))
-        if len(chunk) == _RECORDS_PER_SLOT * batch_size:
+        if len(chunk) == _RECORDS_PER_SLOT * batch_size or not ready():
             yield from scored_chunk(session, chunk, allow_special)
             chunk = []
     if chunk:

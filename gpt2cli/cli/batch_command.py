@@ -111,6 +111,8 @@ def batch(
         raise
     progress = _batch_progress(_count_records(source, lines)) if stderr_is_tty() else (lambda tally: None)
     records = read_records(stream, lines=lines, field="text" if score_texts else "prompt")
+    slow = _may_stall(stream)
+    finished = False
     options = dict(defaults=defaults, seed=seed, score=score_texts, stride=stride, allow_special=allow_special, on_record=progress)
     try:
         if on_ray:
@@ -139,10 +141,14 @@ def batch(
                 needed = check_slots(session.config, batch_size)
                 if stderr_is_tty() and batch_size > 1:
                     note(f"up to {batch_size} records decode together; their keys and values take up to {needed / 1e9:.1f} GB")
-            tally = run_records(session, records, out, batch_size=batch_size, ordered=ordered, **options)
+            tally = run_records(session, records, out, batch_size=batch_size, ordered=ordered, slow=slow, **options)
+        finished = True
     finally:
         out.close()
-        _close_input(stream, source)
+        # a run cut short may leave the thread that reads a slow INPUT ahead (batch.readahead) waiting
+        # in a read: closing would wait for that read; the process's end closes it
+        if finished or not slow:
+            _close_input(stream, source)
         if stderr_is_tty():
             sys.stderr.write(erase_line())
     writer.end()
@@ -179,6 +185,7 @@ def _actors_here(address: str | None, actors: int | None) -> int:
 
 def _open_input(source: str):
     import io
+    import os
     import sys
 
     errors = _replace_noting(source)
@@ -189,6 +196,11 @@ def _open_input(source: str):
         # without Python's UTF-8 mode, a Latin-1 one) would otherwise decode stdin's records its way.
         if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
             return sys.stdin
+        if _may_stall(sys.stdin):
+            # A pipe or terminal is read ahead by a thread that may still wait in a read when the
+            # command ends: it reads a file of its own over a copy of the descriptor, since Python
+            # cannot shut down while another thread holds its own stdin's reader.
+            return open(os.dup(sys.stdin.fileno()), encoding="utf-8", errors=errors, newline="\n")
         return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors=errors, newline="\n")
     try:
         return open(source, encoding="utf-8", errors=errors, newline="\n")
@@ -196,15 +208,30 @@ def _open_input(source: str):
         raise UsageError(f"cannot read INPUT {source} ({e.strerror}); give a JSON Lines file or - for stdin") from None
 
 
+def _may_stall(stream) -> bool:
+    """Whether INPUT can keep the batch waiting for its next record: anything but a regular file (a
+    pipe from a program still writing, a terminal, a socket, a FIFO)."""
+    import os
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except (OSError, ValueError, AttributeError):  # an input with no file behind it: all there already
+        return False
+
+
 def _close_input(stream, source: str) -> None:
-    """Closes a file INPUT; for stdin, lets go of the UTF-8 reader _open_input put over it without
-    closing stdin itself (closing, or collecting, the reader would close the bytes underneath)."""
+    """Closes a file INPUT (or stdin's copy); for stdin itself, lets go of the UTF-8 reader _open_input
+    put over it without closing stdin (closing, or collecting, the reader would close the bytes
+    underneath)."""
     import sys
 
-    if source != "-":
-        stream.close()
-    elif stream is not sys.stdin:
+    if stream is sys.stdin:
+        return
+    if source == "-" and stream.buffer is sys.stdin.buffer:
         stream.detach()
+    else:
+        stream.close()
 
 
 def _replace_noting(source: str) -> str:
