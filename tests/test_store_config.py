@@ -48,3 +48,22 @@ def test_hub_configs_of_every_size_load(name):
 def test_configs_we_cannot_run_are_refused_with_the_key(change, message):
     with pytest.raises(CheckpointError, match=message):
         from_dict({**COMMON, **SIZES["gpt2"], **change})
+
+
+def test_an_eos_token_id_list_of_one_is_that_id():
+    """Hugging Face writes eos_token_id as a list too; one id in it is the end-of-text token."""
+    assert from_dict({**COMMON, **SIZES["gpt2"], "eos_token_id": [50256]}).eos_token_id == 50256
+
+
+@pytest.mark.parametrize("ids, says", [([50256, 198], "lists 2 ids ([50256, 198])"), ([], "lists 0 ids")])
+def test_an_eos_token_id_list_of_several_or_none_is_refused_for_what_it_is(ids, says):
+    """Not 'must be a token id ... got [50256, 198]': the list is named, and what to do with it."""
+    with pytest.raises(CheckpointError) as e:
+        from_dict({**COMMON, **SIZES["gpt2"], "eos_token_id": ids})
+    assert says in str(e.value) and "stops at one end-of-text token" in str(e.value)
+    assert ("keep one of them" in str(e.value)) == bool(ids)
+
+
+def test_an_eos_token_id_list_holding_something_else_is_still_not_a_token_id():
+    with pytest.raises(CheckpointError, match=r"eos_token_id must be a token id below vocab_size=50257, got 'x'"):
+        from_dict({**COMMON, **SIZES["gpt2"], "eos_token_id": ["x"]})

@@ -74,7 +74,7 @@ def from_dict(d: dict, source: str = "config.json", fix: str = _FIX) -> GPT2Conf
         n_layer=get_int("n_layer", 12),
         n_head=get_int("n_head", 12),
         layer_norm_epsilon=float(eps),
-        eos_token_id=d.get("eos_token_id", 50256),
+        eos_token_id=_one_eos(d.get("eos_token_id", 50256), source, fix),
     )
     eos = config.eos_token_id
     if isinstance(eos, bool) or not isinstance(eos, int) or not 0 <= eos < config.vocab_size:
@@ -88,6 +88,19 @@ def from_dict(d: dict, source: str = "config.json", fix: str = _FIX) -> GPT2Conf
             f"{source}: n_embd={config.n_embd} is not divisible by n_head={config.n_head}; {fix}"
         )
     return config
+
+
+def _one_eos(eos: object, source: str, fix: str) -> object:
+    """config.json's eos_token_id as one id: Hugging Face also writes a list of ids (generation stops at
+    any of them); a list of one is that id, and a longer one is refused, since gpt2cli stops at one."""
+    if not isinstance(eos, list):
+        return eos
+    if len(eos) == 1:
+        return eos[0]
+    raise CheckpointError(
+        f"{source}: eos_token_id lists {len(eos)} ids ({_shown(eos)}) but gpt2cli stops at one end-of-text token; "
+        f"{'keep one of them' if eos else 'give the id of the end-of-text token'} ({fix})"
+    )
 
 
 def read_config(path: Path) -> GPT2Config:
