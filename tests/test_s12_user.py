@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cli import REPO, run
+from tests.support.cli import REPO, assert_one_error_line, run
 
 
 def test_a_source_checkout_downloads_into_its_own_weights_folder():
@@ -18,3 +18,13 @@ def test_a_source_checkout_downloads_into_its_own_weights_folder():
     assert r.code == 0, r.err
     folders = {json.loads(line)["folder"] for line in r.stdout.splitlines()}
     assert str(REPO / "weights" / "openai-community--gpt2") in folders, folders
+
+
+def test_compare_caps_beams_as_the_beam_command_does(tiny_model):
+    """`beam -b` stops at 256, but `compare -s beam:beams=100000` was let through and died with exit 1
+    (a bug, per README) "out of memory; try ... fewer --num-samples or --beams": options compare has not."""
+    for spec in ("beam:beams=100000", "diverse-beam:beams=258,groups=2"):
+        line = assert_one_error_line(run("compare", "-m", tiny_model, "-n", "2", "-s", spec, "hi"))
+        assert line.startswith(f"gpt2cli: error: --strategy {spec}: beams must be at most 256 (as beam's --beams), got "), line
+    r = run("compare", "-m", tiny_model, "-n", "2", "-s", "beam:beams=256", "--json", "hi")
+    assert r.code == 0 and r.json["rows"][0]["n_tokens"] == 2, r.err
