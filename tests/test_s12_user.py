@@ -28,3 +28,23 @@ def test_compare_caps_beams_as_the_beam_command_does(tiny_model):
         assert line.startswith(f"gpt2cli: error: --strategy {spec}: beams must be at most 256 (as beam's --beams), got "), line
     r = run("compare", "-m", tiny_model, "-n", "2", "-s", "beam:beams=256", "--json", "hi")
     assert r.code == 0 and r.json["rows"][0]["n_tokens"] == 2, r.err
+
+
+def test_a_resumed_batch_still_exits_6_for_records_that_failed_before(tiny_model, tmp_path):
+    """A run with a bad record exits 6; rerun with the same -o (to resume after an interruption, as
+    README says to) it skipped the record's error line as done and exited 0, so a script checking
+    the status of `until gpt2cli batch ... -o FILE; ...` never learned that a record had failed."""
+    source, results = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text('{"id": "ok", "prompt": "a"}\n{"id": "bad", "prompt": "a", "top_k": -1}\n', encoding="utf-8")
+    first = run("batch", source, "-o", results, "-m", tiny_model, "-n", "2")
+    assert first.code == 6, first.err
+    again = run("batch", source, "-o", results, "-m", tiny_model, "-n", "2")
+    assert again.code == 6, again.err
+    assert again.err_lines == [
+        f"gpt2cli: 2 records already in {results}: skipped",
+        f"gpt2cli: 1 of them failed in an earlier run: it has an \"error\" line in {results} (delete that line to run it again)",
+    ], again.err
+    assert results.read_text().count("\n") == 2
+    lines = results.read_text().splitlines(keepends=True)
+    results.write_text("".join(line for line in lines if '"bad"' not in line))  # delete it: it runs again
+    assert run("batch", source, "-o", results, "-m", tiny_model, "-n", "2").code == 6
