@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.support.cli import REPO, assert_one_error_line, run
+from tests.support.cli import REPO, assert_one_error_line, run, run_in_terminal
 
 
 def test_a_source_checkout_downloads_into_its_own_weights_folder():
@@ -48,3 +48,30 @@ def test_a_resumed_batch_still_exits_6_for_records_that_failed_before(tiny_model
     lines = results.read_text().splitlines(keepends=True)
     results.write_text("".join(line for line in lines if '"bad"' not in line))  # delete it: it runs again
     assert run("batch", source, "-o", results, "-m", tiny_model, "-n", "2").code == 6
+
+
+def _shown_lines(screen: str) -> list[str]:
+    """The lines a terminal shows, each as left after its last erase (progress lines redraw in place)."""
+    return [line.rsplit("\x1b[K", 1)[-1].rsplit("\r", 1)[-1] for line in screen.splitlines()]
+
+
+def test_compare_and_beam_tables_fit_a_narrow_terminal(tiny_model):
+    """On a 40-column terminal (or with --width 40) compare's texts wrapped to 40 columns, but the
+    header and every row's cells stayed 90 columns wide (the name column alone is 41: "diverse-beam
+    beams=4,groups=2,penalty=0.5"), so the terminal broke each of them over three lines; beam's
+    table, 34 columns of cells, did the same under --width 20 to 33."""
+    from gpt2cli.cli.render import display_width
+
+    runs = {
+        "compare, 40 columns": run_in_terminal("compare", "-m", tiny_model, "-n", "12", "hi", columns=40),
+        "compare --width 40": run_in_terminal("compare", "-m", tiny_model, "-n", "12", "--width", "40", "hi", columns=120),
+        "beam --width 24": run_in_terminal("beam", "-m", tiny_model, "-n", "12", "--width", "24", "hi", columns=120),
+    }
+    for what, (screen, code) in runs.items():
+        assert code == 0, screen
+        shown = _shown_lines(screen)
+        assert max(map(display_width, shown)) <= (24 if "beam" in what else 40), (what, screen)
+        assert any(line.startswith("greedy") for line in shown), (what, screen)  # each row still named
+    shown = _shown_lines(runs["compare, 40 columns"][0])
+    row = shown.index("contrastive alpha=0.6,k=4")  # the name on its own line, its numbers below
+    assert shown[row + 1].startswith("  avg lp ") and "rep-2 " in shown[row + 1] + shown[row + 2], screen
