@@ -75,3 +75,11 @@ def test_compare_and_beam_tables_fit_a_narrow_terminal(tiny_model):
     shown = _shown_lines(runs["compare, 40 columns"][0])
     row = shown.index("contrastive alpha=0.6,k=4")  # the name on its own line, its numbers below
     assert shown[row + 1].startswith("  avg lp ") and "rep-2 " in shown[row + 1] + shown[row + 2], screen
+
+
+def test_download_and_rm_of_an_empty_model_name_the_argument_they_take(tmp_path):
+    """`gpt2cli download ""` and `gpt2cli rm -y ""` said "--model must not be empty": neither command
+    has a --model option; what was empty is their MODEL argument."""
+    for args in (["download", ""], ["rm", "-y", " "]):
+        line = assert_one_error_line(run(*args, "--weights-dir", tmp_path))
+        assert line == "gpt2cli: error: MODEL must not be empty: give a model name or an owner/name Hub repo", line

@@ -42,6 +42,7 @@ def download(
     from gpt2cli.store.hub import folder_size
     from gpt2cli.store.resolve import download_model
 
+    _refuse_empty(model)
     with results_only():
         done = download_model(
             model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty(), warn=note
@@ -94,6 +95,7 @@ def rm(
 
     from gpt2cli.store.remove import plan_removal, remove
 
+    _refuse_empty(model)
     plan = plan_removal(model, revision=revision, weights_dir=weights_dir)
     what = render.removal_summary(plan)
     if not yes:
@@ -105,3 +107,9 @@ def rm(
     remove(plan)
     kept = f"; kept your files in {plan.folder}: {', '.join(plan.kept)}" if plan.kept else ""
     note(f"removed {what}{kept}")
+
+
+def _refuse_empty(model: str) -> None:
+    """An empty MODEL is said as the argument it is (the store's own message names generate's --model)."""
+    if not model.strip():
+        raise UsageError("MODEL must not be empty: give a model name or an owner/name Hub repo")
