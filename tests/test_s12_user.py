@@ -83,3 +83,23 @@ def test_download_and_rm_of_an_empty_model_name_the_argument_they_take(tmp_path)
     for args in (["download", ""], ["rm", "-y", " "]):
         line = assert_one_error_line(run(*args, "--weights-dir", tmp_path))
         assert line == "gpt2cli: error: MODEL must not be empty: give a model name or an owner/name Hub repo", line
+
+
+def test_score_table_with_a_stride_of_the_context_shows_unscored_tokens_as_such(tiny_model):
+    """With --stride equal to the context, the first token of every window after the first is not
+    scored (README; null in --json). The table printed "nan" for it, and its last line said "over 300
+    tokens" beside a perplexity computed over the 298 scored ones."""
+    text = "x" * 300  # the tiny BPE: 300 tokens; windows of 128 from 0, 128, 256 leave 2 tokens unscored
+    as_json = run("score", "-m", tiny_model, "--stride", "128", "--json", text)
+    assert as_json.code == 0, as_json.err
+    assert as_json.json["logprobs"].count(None) == 2
+    table = run("score", "-m", tiny_model, "--stride", "128", text)
+    assert table.code == 0, table.err
+    assert "nan" not in table.stdout
+    rows = table.stdout.splitlines()[1:-1]
+    assert [row.split()[1] for row in rows].count("-") == 2
+    total = f"{as_json.json['total_logprob']:.4f}"
+    assert table.stdout.splitlines()[-1] == (
+        f"total logprob {total} over 298 of 300 tokens (2 with no history are not scored), "
+        f"perplexity {as_json.json['perplexity']:.3f}"
+    )

@@ -238,9 +238,15 @@ def score_record(s: "Scored") -> dict:
 
 def score_table(s: "Scored", tokenizer: "Tokenizer") -> str:
     rows = [f"{'id':>8}  {'logprob':>9}  token"]
+    unscored = 0  # --stride equal to the context: each later window's first token (NaN; null in JSON)
     for token, lp in zip(s.tokens, s.logprobs):
-        rows.append(f"{token:>8}  {lp:>9.4f}  {quoted_bytes(tokenizer.token_bytes(token))}")
-    rows.append(f"total logprob {s.total:.4f} over {count(len(s.tokens), 'token')}, perplexity {s.perplexity:.3f}")
+        unscored += lp != lp
+        shown = "-" if lp != lp else f"{lp:.4f}"
+        rows.append(f"{token:>8}  {shown:>9}  {quoted_bytes(tokenizer.token_bytes(token))}")
+    over = count(len(s.tokens), "token")
+    if unscored:
+        over = f"{len(s.tokens) - unscored} of {over} ({unscored} with no history {'is' if unscored == 1 else 'are'} not scored)"
+    rows.append(f"total logprob {s.total:.4f} over {over}, perplexity {s.perplexity:.3f}")
     return "\n".join(rows) + "\n"
 
 
