@@ -103,3 +103,17 @@ def test_score_table_with_a_stride_of_the_context_shows_unscored_tokens_as_such(
         f"total logprob {total} over 298 of 300 tokens (2 with no history are not scored), "
         f"perplexity {as_json.json['perplexity']:.3f}"
     )
+
+
+def test_download_and_rm_errors_speak_of_what_those_commands_take(tmp_path):
+    """download and rm take a model name or an owner/name Hub repo, and have no --model option, yet a
+    path-like MODEL said "pass --model PATH to a GPT-2 model folder", and `download` offline said to
+    "run `gpt2cli download gpt2` while online, or pass --model PATH": the very command that failed."""
+    for args in (["download", "someone/"], ["rm", "-y", "a/b/c"], ["download", "GPT2"]):
+        line = assert_one_error_line(run(*args, "--weights-dir", tmp_path))
+        assert line == (
+            "gpt2cli: error: MODEL must be a model name (gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2) "
+            f"or an owner/name Hub repo, got {args[-1]!r}"
+        ), line
+    line = assert_one_error_line(run("download", "gpt2", "--weights-dir", tmp_path))  # run() is offline
+    assert line == "gpt2cli: error: cannot download gpt2: offline mode is on (HF_HUB_OFFLINE); unset HF_HUB_OFFLINE to download it", line
