@@ -117,3 +117,45 @@ def test_download_and_rm_errors_speak_of_what_those_commands_take(tmp_path):
         ), line
     line = assert_one_error_line(run("download", "gpt2", "--weights-dir", tmp_path))  # run() is offline
     assert line == "gpt2cli: error: cannot download gpt2: offline mode is on (HF_HUB_OFFLINE); unset HF_HUB_OFFLINE to download it", line
+
+
+def test_an_error_after_a_progress_line_starts_on_a_line_of_its_own(tiny_model, real_model):
+    """With stderr on a terminal, compare draws "comparing: decoding 0/9" there; an error meanwhile
+    (here stdout on a full disk) was written right after it: "comparing: decoding 0/9gpt2cli: error:
+    cannot write the output ..." on one line. Ctrl-C left the progress line for the shell's prompt
+    to follow on (stdout not a terminal, so no line was ended)."""
+    import os
+    import pty
+    import signal
+    import subprocess
+
+    from tests.support.cli import command, user_env
+
+    def stderr_seen(args, stdout, interrupt_on=None):
+        leader, follower = pty.openpty()
+        child = subprocess.Popen(
+            [*command(), *map(str, args)], stdin=subprocess.DEVNULL, stdout=stdout, stderr=follower, env=user_env()
+        )  # fmt: skip
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            seen += data
+            if interrupt_on is not None and interrupt_on in seen:
+                child.send_signal(signal.SIGINT)
+                interrupt_on = None
+        os.close(leader)
+        return seen.decode(), child.wait(timeout=60)
+
+    with open("/dev/full", "wb") as full:
+        seen, code = stderr_seen(["compare", "-m", tiny_model, "-n", "5", "hi"], full)
+    assert code == 5, seen
+    assert "\r\x1b[Kgpt2cli: error: cannot write the output" in seen, repr(seen)
+    seen, code = stderr_seen(["compare", "-m", real_model, "-n", "60", "hi"], subprocess.DEVNULL, interrupt_on=b"decoding 1/9")
+    assert code == 130, seen
+    assert "comparing: decoding" in seen and seen.endswith("\r\x1b[K"), repr(seen)
