@@ -36,6 +36,7 @@ class Tally:
     done: int = 0
     failed: int = 0
     skipped: int = 0
+    failed_before: int = 0  # of skipped: records the output holds an error line for
     duplicates: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
@@ -190,6 +191,7 @@ def unseen(records: Iterable[Record | BadRecord], output: Output, tally: Tally) 
         elif item.key in output.done:
             seen.add(item.key)
             tally.skipped += 1
+            tally.failed_before += item.key in output.failed
         else:
             seen.add(item.key)
             yield item

@@ -187,6 +187,7 @@ class Output:
         self.path = path
         self.score = score  # what this run writes (None: not checked): a file of the other kind is refused
         self.done: set[str] = set()
+        self.failed: set[str] = set()  # those of done whose line is an error: the run still failed them
         self._write_stdout = write_stdout
         self._fd: int | None = None
         if path is not None:
@@ -221,6 +222,7 @@ class Output:
                 f"would be taken for done; give -o another file, or {'drop' if self.score else 'add'} --score to resume that run"
             )
         self.done.update(json.dumps(result["id"]) for result in results)
+        self.failed.update(json.dumps(result["id"]) for result in results if "error" in result)
         if keep < len(data):
             try:
                 os.ftruncate(self._fd, keep)

@@ -154,10 +154,17 @@ def batch(
     writer.end()
     if tally.skipped:
         note(f"{tally.skipped} record{'s' if tally.skipped != 1 else ''} already in {output}: skipped")
+    if tally.failed_before:  # a rerun resuming a run that failed them has failed them too (exit 6)
+        one = tally.failed_before == 1
+        note(
+            f"{tally.failed_before} of them failed in an earlier run: {'it has' if one else 'each has'} an \"error\" line "
+            f"in {output} (delete {'that line' if one else 'those lines'} to run {'it' if one else 'them'} again)"
+        )
     if tally.duplicates:
         note(f"{tally.duplicates} record{'s' if tally.duplicates != 1 else ''} repeated an earlier id: skipped")
     if tally.failed:
         note(f"{tally.failed} of {tally.done + tally.failed} records failed: each has an \"error\" line in the output")
+    if tally.failed or tally.failed_before:
         raise typer.Exit(6)
 
 

@@ -15,6 +15,7 @@ from gpt2cli.cli.options import (
 )  # fmt: skip
 from gpt2cli.cli.output import ProgressLine, Writer, note, prefill_progress, stderr_is_tty
 from gpt2cli.cli.prompt import read_prompt
+from gpt2cli.decoding.beam import MAX_BEAMS
 from gpt2cli.decoding.generate import Overflow
 from gpt2cli.errors import UsageError
 from gpt2cli.cli.common import command_group, examples, open_session, options_given
@@ -36,7 +37,7 @@ def beam(
     prompt: PromptArg = None,
     model: ModelOpt = "gpt2",
     max_tokens: MaxTokensOpt = 40,
-    beams: Annotated[int, typer.Option("-b", "--beams", max=256, metavar="B", help="Beams searched together (1 = greedy).")] = 4,
+    beams: Annotated[int, typer.Option("-b", "--beams", max=MAX_BEAMS, metavar="B", help="Beams searched together (1 = greedy).")] = 4,
     num_return: Annotated[
         Optional[int], typer.Option("-r", "--num-return", metavar="R", help="Best hypotheses to show, 1 to --beams; default: all of them.")
     ] = None,

@@ -42,6 +42,7 @@ def download(
     from gpt2cli.store.hub import folder_size
     from gpt2cli.store.resolve import download_model
 
+    _check_model(model, revision)
     with results_only():
         done = download_model(
             model, revision=revision, weights_dir=weights_dir, force=force, progress=stderr_is_tty(), warn=note
@@ -94,6 +95,7 @@ def rm(
 
     from gpt2cli.store.remove import plan_removal, remove
 
+    _check_model(model, revision)
     plan = plan_removal(model, revision=revision, weights_dir=weights_dir)
     what = render.removal_summary(plan)
     if not yes:
@@ -105,3 +107,21 @@ def rm(
     remove(plan)
     kept = f"; kept your files in {plan.folder}: {', '.join(plan.kept)}" if plan.kept else ""
     note(f"removed {what}{kept}")
+
+
+def _check_model(model: str, revision: str | None) -> None:
+    """download's and rm's MODEL, said in their terms: they take a model name or an owner/name Hub repo
+    (the store's messages are generate's, naming --model and folders)."""
+    from gpt2cli.errors import ModelNotFoundError
+    from gpt2cli.store.hub import ALIASES, local_folder, parse_hub_name
+
+    if not model.strip():
+        raise UsageError("MODEL must not be empty: give a model name or an owner/name Hub repo")
+    if local_folder(model, revision) is not None:
+        return  # each command says what it does not do with a folder
+    try:
+        parse_hub_name(model, revision)
+    except ModelNotFoundError:
+        raise ModelNotFoundError(
+            f"MODEL must be a model name ({', '.join(ALIASES)}) or an owner/name Hub repo, got {model!r}"
+        ) from None

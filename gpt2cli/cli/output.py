@@ -108,8 +108,10 @@ def _finite(value):
 
 
 def note(message: str) -> None:
-    """A one-line diagnostic on stderr (never stdout)."""
+    """A one-line diagnostic on stderr (never stdout), on a line of its own: a progress line shown
+    there is erased first."""
     try:
+        clear_progress()
         sys.stderr.write(f"gpt2cli: {escape_controls(message)}\n")
         sys.stderr.flush()
     except (AttributeError, OSError, ValueError):  # stderr closed (`2>&-`) or its reader gone: go on without notes
@@ -136,14 +138,15 @@ class ProgressLine:
     def __call__(self, done: int, total: int) -> None:
         if not self.drawn and self._clock() - self.started < self.delay:
             return
+        global _progress_shown
         if done >= total:
             if self.drawn:
                 self._write(erase_line())
-                self.drawn = False
+                self.drawn = _progress_shown = False
             self.started = self._clock()  # a later prefill (sliding) starts its own delay
             return
         self._write(f"{erase_line()}{self.label}: {self.unit} {done}/{total}")
-        self.drawn = True
+        self.drawn = _progress_shown = True
 
     @staticmethod
     def _write(text: str) -> None:
@@ -152,6 +155,19 @@ class ProgressLine:
             sys.stderr.flush()
         except (OSError, ValueError):
             pass
+
+
+# Whether a ProgressLine is on stderr's terminal line now: a note, or the end of an interrupted run,
+# erases it first, so that nothing is written after it on its line ("decoding 1/9gpt2cli: error: ...").
+_progress_shown = False
+
+
+def clear_progress() -> None:
+    """Erases the progress line stderr shows, if any."""
+    global _progress_shown
+    if _progress_shown:
+        _progress_shown = False
+        ProgressLine._write(erase_line())
 
 
 def prefill_progress(label: str = "reading the prompt") -> "ProgressLine | None":

@@ -19,7 +19,7 @@ import typer
 from gpt2cli.cli import signals
 from gpt2cli.cli.app import app
 from gpt2cli.cli.options import FLAGS
-from gpt2cli.cli.output import OutputClosed, note
+from gpt2cli.cli.output import OutputClosed, clear_progress, note
 from gpt2cli.cli.signals import Terminated
 from gpt2cli.errors import GPT2CLIError, OptionError
 
@@ -190,6 +190,7 @@ def _silence_stdout() -> None:
 
 def _end_line_on_terminal() -> None:
     try:
+        clear_progress()  # stderr's progress line, which the shell's prompt would otherwise follow on
         if sys.stdout is not None and sys.stdout.isatty():
             sys.stdout.write("\n")
             sys.stdout.flush()

@@ -126,7 +126,8 @@ def decodings_table(
 ) -> str:  # fmt: skip
     """The prompt once, then one row per decoding: its cells under headers (columns in `right` aligned
     right), then its text wrapped to fit `width` columns. Where the cells leave the text fewer than 20
-    columns, each text goes under its row instead."""
+    columns, each text goes under its row instead; where the cells alone are wider than `width` (a
+    narrow terminal), each row is its first cell on a line, then its other cells as "header value"."""
     widths = [max([display_width(h)] + [display_width(c[i]) for c, _ in rows]) for i, h in enumerate(headers)]
     indent = sum(widths) + 2 * len(widths)  # each column is followed by two spaces
     beside = width - indent >= 20
@@ -141,6 +142,9 @@ def decodings_table(
     else:
         out = [label.rstrip()] + [("    " + line).rstrip() for line in wrap_text(shown, width - 4)]
     out.append("")
+
+    if indent - 2 > width:
+        return "\n".join(out + _stacked_rows(headers, rows, width)) + "\n"
 
     def fields(values: tuple[str, ...]) -> str:
         return "  ".join(_pad(v, w, right=i in right) for i, (v, w) in enumerate(zip(values, widths)))
@@ -157,6 +161,24 @@ def decodings_table(
             out.append(fields(cells).rstrip())
         out.extend((" " * text_indent + line).rstrip() for line in text_lines)
     return "\n".join(out) + "\n"
+
+
+def _stacked_rows(headers: tuple[str, ...], rows: list[tuple[tuple[str, ...], str]], width: int) -> list[str]:
+    """Rows for a table too narrow for its columns: each row's first cell, then "header value" pairs
+    indented 2, as many to a line as fit, then its text indented 4; no line wider than `width`."""
+    out = []
+    for cells, text in rows:
+        out.extend(wrap_text(cells[0], width))
+        line = ""
+        for pair in (f"{h} {v}" for h, v in zip(headers[1:], cells[1:])):
+            if line and 2 + display_width(line) + 2 + display_width(pair) > width:
+                out.append("  " + line)
+                line = ""
+            line = f"{line}  {pair}" if line else pair
+        if line:
+            out.append("  " + line)
+        out.extend(("    " + text_line).rstrip() for text_line in wrap_text(text, width - 4))
+    return out
 
 
 # --- compare ---
@@ -216,9 +238,15 @@ def score_record(s: "Scored") -> dict:
 
 def score_table(s: "Scored", tokenizer: "Tokenizer") -> str:
     rows = [f"{'id':>8}  {'logprob':>9}  token"]
+    unscored = 0  # --stride equal to the context: each later window's first token (NaN; null in JSON)
     for token, lp in zip(s.tokens, s.logprobs):
-        rows.append(f"{token:>8}  {lp:>9.4f}  {quoted_bytes(tokenizer.token_bytes(token))}")
-    rows.append(f"total logprob {s.total:.4f} over {count(len(s.tokens), 'token')}, perplexity {s.perplexity:.3f}")
+        unscored += lp != lp
+        shown = "-" if lp != lp else f"{lp:.4f}"
+        rows.append(f"{token:>8}  {shown:>9}  {quoted_bytes(tokenizer.token_bytes(token))}")
+    over = count(len(s.tokens), "token")
+    if unscored:
+        over = f"{len(s.tokens) - unscored} of {over} ({unscored} with no history {'is' if unscored == 1 else 'are'} not scored)"
+    rows.append(f"total logprob {s.total:.4f} over {over}, perplexity {s.perplexity:.3f}")
     return "\n".join(rows) + "\n"
 
 

@@ -19,6 +19,9 @@ from gpt2cli.errors import ContextOverflowError, InvalidValue, UsageError
 F32 = np.float32
 # transformers' stand-in for "impossible": the start score of beams 1.. (so step 1 expands beam 0 only).
 _NEG = F32(-1.0e9)
+# The most beams one search runs (beam's --beams, compare's beams=): each beam's logits row is the
+# vocabulary wide, so beyond this a search outgrows memory before its keys and values do.
+MAX_BEAMS = 256
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def validate_options(
 
     if not is_int(num_beams) or num_beams < 1:
         raise InvalidValue("num_beams", "must be an integer >= 1", num_beams)
+    if num_beams > MAX_BEAMS:
+        raise InvalidValue("num_beams", f"must be at most {MAX_BEAMS} (as beam's --beams)", num_beams)
     if not is_int(num_return) or not 1 <= num_return <= num_beams:
         raise InvalidValue(
             "num_return", f"must be between 1 and {{num_beams}} ({num_beams})", num_return, "num_beams",

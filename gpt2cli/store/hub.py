@@ -203,7 +203,7 @@ _MAX_REVISION = 64  # owner--name (at most 97) + "@" + this + the hash + ".lock"
 
 @lru_cache(maxsize=1)
 def _checkout_weights() -> Path | None:
-    return find_checkout_weights(Path(__file__).resolve().parent)
+    return find_checkout_weights(Path(__file__).resolve().parents[1])  # gpt2cli/, this file being in gpt2cli/store/
 
 
 def find_checkout_weights(package_dir: Path) -> Path | None:

@@ -84,5 +84,7 @@ def download_model(
         raise UsageError(f"{name!r} is a local folder; there is nothing to download (use it with --model {name})")
     folder = model_folder(parse_hub_name(name, revision), weights_dir)
     already = not force and read_marker(folder) is not None
+    if not (already or force) and offline_mode(False):  # (--force offline is refused by resolve_model)
+        raise UsageError(f"cannot download {name}: offline mode is on (HF_HUB_OFFLINE); unset HF_HUB_OFFLINE to download it")
     folder = resolve_model(name, revision=revision, weights_dir=weights_dir, force=force, progress=progress, warn=warn)
     return Download(folder, fetched=not already)
