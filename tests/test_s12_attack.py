@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 from tests.support.cli import run
 
@@ -47,3 +48,32 @@ def test_batch_output_on_the_pipe_stdin_reads_is_refused_not_a_hang(tiny_model):
     r = run("batch", "-", "-o", "/dev/stdin", "-m", tiny_model, "-n", "2", stdin=b'{"prompt": "a"}\n', timeout=30)
     line = _one_error(r)
     assert "/dev/stdin" in line and "pipe INPUT reads" in line
+
+
+def test_a_slow_input_is_read_ahead_by_at_most_64_mb_of_text(monkeypatch):
+    """The thread reading a pipe ahead held up to 256 records whatever their size: 256 lines of up to
+    64 MB each (the longest line read) is 16 GB in memory while the batch is busy with the first."""
+    from gpt2cli.batch import local
+    from gpt2cli.batch.records import Output, Record
+
+    text = "a" * (20 << 20)  # one string shared by every record: the test itself stays small
+    pulled = []
+
+    def records():
+        for i in range(100):
+            pulled.append(i)
+            yield Record(i, text, {}, i + 1)
+
+    seen_while_busy = []
+
+    def busy_batch(session, items, *args):
+        time.sleep(1)  # the batch computing its first record while the reader reads ahead
+        seen_while_busy.append(len(pulled))
+        for index, item in enumerate(items):
+            yield index, {"id": item.id, "error": "not run"}
+
+    monkeypatch.setattr(local, "results_of", busy_batch)
+    written = []
+    tally = local.run_records(None, records(), Output(None, written.append), defaults=None, seed=0, slow=True)
+    assert tally.failed == 100 and len(written) == 100
+    assert seen_while_busy[0] <= 5, f"{seen_while_busy[0]} records of 20 MB read ahead"
