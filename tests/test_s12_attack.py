@@ -77,3 +77,11 @@ def test_a_slow_input_is_read_ahead_by_at_most_64_mb_of_text(monkeypatch):
     tally = local.run_records(None, records(), Output(None, written.append), defaults=None, seed=0, slow=True)
     assert tally.failed == 100 and len(written) == 100
     assert seen_while_busy[0] <= 5, f"{seen_while_busy[0]} records of 20 MB read ahead"
+
+
+def test_an_input_that_fails_to_read_is_named_with_a_remedy_not_a_bare_errno(tiny_model):
+    """/proc/self/mem opens but every read is EIO (as a hung-up terminal or a broken network file):
+    the error was `gpt2cli: error: [Errno 5] Input/output error`, exit 1, naming nothing."""
+    r = run("batch", "/proc/self/mem", "-m", tiny_model, "-n", "2")
+    line = _one_error(r)
+    assert "cannot read INPUT" in line and "Input/output error" in line and "JSON Lines file" in line

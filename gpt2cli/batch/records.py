@@ -90,7 +90,7 @@ MAX_LINE = 64 << 20
 def _bounded_lines(stream: IO[str]) -> Iterator[str]:
     """The stream's lines, each of at most MAX_LINE characters; a longer one is a UsageError."""
     number = 0
-    while line := stream.readline(MAX_LINE + 1):
+    while line := _read_line(stream, number):
         number += 1
         if len(line) > MAX_LINE and not line.endswith("\n"):
             raise UsageError(
@@ -98,6 +98,18 @@ def _bounded_lines(stream: IO[str]) -> Iterator[str]:
                 "JSON Lines file?); split or shorten it"
             )
         yield line
+
+
+def _read_line(stream: IO[str], before: int) -> str:
+    """The stream's next line (of at most MAX_LINE + 1 characters); a read that fails (EIO from a
+    hung-up terminal, a broken network or FUSE file) is a UsageError naming INPUT, not a bare OSError."""
+    try:
+        return stream.readline(MAX_LINE + 1)
+    except OSError as e:
+        where = f" past line {before}" if before else ""
+        raise UsageError(
+            f"cannot read INPUT{where} ({e.strerror or e}); give a JSON Lines file that can be read, or - for stdin"
+        ) from None
 
 
 def _parse(text: str, number: int, field: str) -> Record | BadRecord:
