@@ -6,6 +6,8 @@ import os
 import threading
 import time
 
+import pytest
+
 from tests.support.cli import run
 
 
@@ -85,3 +87,14 @@ def test_an_input_that_fails_to_read_is_named_with_a_remedy_not_a_bare_errno(tin
     r = run("batch", "/proc/self/mem", "-m", tiny_model, "-n", "2")
     line = _one_error(r)
     assert "cannot read INPUT" in line and "Input/output error" in line and "JSON Lines file" in line
+
+
+@pytest.mark.parametrize("text", [" " * 2_000_000 + "\x1c", "\x1f" + "\t" * 2_000_000 + "x"])
+def test_a_long_whitespace_run_beside_a_separator_control_character_tokenizes(tiny_model, text):
+    """A long whitespace run next to \\x1c-\\x1f (space to Python's isspace(), not to GPT-2's pattern) was
+    handed whole to tiktoken's regex, which overflowed its stack: a Rust panic (a BaseException no
+    handler catches) and a Python traceback, from any command given such a prompt."""
+    from gpt2cli.store.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_folder(tiny_model)
+    assert tok.decode(tok.encode(text)) == text
