@@ -98,3 +98,30 @@ def test_a_long_whitespace_run_beside_a_separator_control_character_tokenizes(ti
 
     tok = Tokenizer.from_folder(tiny_model)
     assert tok.decode(tok.encode(text)) == text
+
+
+def test_a_hub_that_redirects_without_end_is_named_not_retried(tmp_path):
+    """A loop of redirects (a misconfigured HF_ENDPOINT or proxy) said `downloading ... failed
+    (TooManyRedirects: ...); run the command again to resume`: a rerun meets the same loop."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.support.cli import assert_one_error_line, run_quick
+    from tests.test_s11_downloads import serving
+
+    class Loop(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", self.path + ("&" if "?" in self.path else "?") + "again=1")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_HEAD = do_GET
+
+    with serving(Loop) as url:
+        endpoint = url.rsplit("/", 1)[0]
+        r = run_quick("download", "someone/tiny", "--weights-dir", tmp_path / "w", env={"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": None})
+    line = assert_one_error_line(r, 4)
+    assert "redirected without end" in line and "HF_ENDPOINT" in line and "resume" not in line
