@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -125,3 +126,31 @@ def test_a_hub_that_redirects_without_end_is_named_not_retried(tmp_path):
         r = run_quick("download", "someone/tiny", "--weights-dir", tmp_path / "w", env={"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": None})
     line = assert_one_error_line(r, 4)
     assert "redirected without end" in line and "HF_ENDPOINT" in line and "resume" not in line
+
+
+def test_resuming_a_long_output_file_reads_it_without_holding_it_all(tmp_path):
+    """-o FILE of earlier results was read whole, cut into lines and every line parsed into a dict kept
+    until the end: a long run's results file took several times its size of memory to resume."""
+    import tracemalloc
+
+    from gpt2cli.batch.records import Output
+
+    out = tmp_path / "results.jsonl"
+    line = {"text": "x" * 400, "tokens": list(range(100)), "logprobs": [-1.25] * 100, "finish_reason": "length",
+            "prompt_tokens": 3, "completion_tokens": 100}  # fmt: skip
+    with open(out, "w", encoding="utf-8") as f:
+        for i in range(20_000):
+            f.write(json.dumps({"id": i, **line}) + "\n")
+        f.write('{"id": 20000, "text": "tor')  # a torn last line: cut off
+    size = out.stat().st_size
+    assert size > 30 << 20
+    tracemalloc.start()
+    try:
+        output = Output(out, print, score=False)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    output.close()
+    assert len(output.done) == 20_000 and json.dumps(19_999) in output.done
+    assert out.read_bytes().endswith(b"}\n") and out.stat().st_size < size
+    assert peak < 16 << 20, f"{peak >> 20} MB to resume a {size >> 20} MB file"

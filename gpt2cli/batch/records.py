@@ -216,28 +216,47 @@ class Output:
         if not regular:
             return
         self._lock(path)
-        try:
-            data = _read_all(self._fd)
-        except OSError as e:
-            raise self._closed(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
-        keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
-        results = [_result(line) for line in data[:keep].splitlines()]
-        # a last line that is not the start of a result is someone's data: never cut off
-        if None in results or not _torn_result(data[keep:]):
-            raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
         # a result of the other kind (error lines are of neither) would have its id taken for done
         other_key, other = ("finish_reason", "generation") if self.score else ("perplexity", "score")
-        if self.score is not None and any(other_key in result for result in results):
+        try:
+            keep, foreign, mixed = self._scan(other_key if self.score is not None else None)
+        except OSError as e:
+            raise self._closed(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
+        # a last line that is not the start of a result is someone's data: never cut off
+        if foreign:
+            raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
+        if mixed:
             raise self._closed(
                 f"{path} holds {other} results and this run {'scores texts' if self.score else 'generates'}: its ids "
                 f"would be taken for done; give -o another file, or {'drop' if self.score else 'add'} --score to resume that run"
             )
-        self.done.update(json.dumps(result["id"]) for result in results)
-        if keep < len(data):
+        if keep < os.fstat(self._fd).st_size:  # whole lines only: a torn last line is dropped, then done again
             try:
                 os.ftruncate(self._fd, keep)
             except OSError as e:
                 raise self._closed(cannot_write.format(path, e.strerror)) from None
+
+    def _scan(self, other_key: str | None) -> tuple[int, bool, bool]:
+        """Reads the file once, a block at a time, adding the id of each result line to done (a long run's
+        results, parsed all at once, took several times the file's size of memory): (where its last
+        whole line ends, whether a line is not a result or the part after the last is no torn one,
+        whether a result holds other_key)."""
+        keep = offset = 0
+        piece: list[bytes] = []  # the line being read, block by block
+        mixed = False
+        while block := os.pread(self._fd, _SCAN_BLOCK, offset):
+            start = 0
+            while (end := block.find(b"\n", start)) >= 0:
+                result = _result(b"".join([*piece, block[start:end]]))
+                piece = []
+                if result is None:
+                    return keep, True, mixed
+                mixed = mixed or (other_key is not None and other_key in result)
+                self.done.add(json.dumps(result["id"]))
+                keep, start = offset + end + 1, end + 1
+            piece.append(block[start:])
+            offset += len(block)
+        return keep, not _torn_result(b"".join(piece)), mixed
 
     def _closed(self, message: str) -> UsageError:
         """Closes the file (and so drops the run's hold on it): the error to raise about it."""
@@ -285,13 +304,7 @@ class Output:
             self._fd = None
 
 
-def _read_all(fd: int) -> bytes:
-    """Every byte of the open file, from its start (the descriptor's offset is left alone)."""
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
+_SCAN_BLOCK = 1 << 20  # bytes of an output file read at a time when it is reopened
 
 
 _RESULT_START = b'{"id": '  # how every line Output.write writes begins
