@@ -154,3 +154,19 @@ def test_resuming_a_long_output_file_reads_it_without_holding_it_all(tmp_path):
     assert len(output.done) == 20_000 and json.dumps(19_999) in output.done
     assert out.read_bytes().endswith(b"}\n") and out.stat().st_size < size
     assert peak < 16 << 20, f"{peak >> 20} MB to resume a {size >> 20} MB file"
+
+
+def test_input_ends_at_a_last_line_without_a_line_end_not_at_a_further_read():
+    """On a terminal, Ctrl-D twice after text ends a read without "\\n": `batch -` ran that record, then
+    read again and waited for more typing (a third Ctrl-D), as if the input had not ended."""
+    from gpt2cli.batch.records import read_records
+
+    class Terminal:
+        def __init__(self):
+            self.reads = ['{"prompt": "a"}\n', '{"prompt": "b"}']  # then: nothing until typed again
+
+        def readline(self, limit=-1):
+            assert self.reads, "read again after the input ended"
+            return self.reads.pop(0)
+
+    assert [r.text for r in read_records(Terminal())] == ["a", "b"]

@@ -88,7 +88,9 @@ MAX_LINE = 64 << 20
 
 
 def _bounded_lines(stream: IO[str]) -> Iterator[str]:
-    """The stream's lines, each of at most MAX_LINE characters; a longer one is a UsageError."""
+    """The stream's lines, each of at most MAX_LINE characters; a longer one is a UsageError. A last
+    line without "\n" ends the input: a terminal's Ctrl-D typed after text (twice, as a shell takes it)
+    ends a read without a line end, and a further read would wait for more typing, not end."""
     number = 0
     while line := _read_line(stream, number):
         number += 1
@@ -98,6 +100,8 @@ def _bounded_lines(stream: IO[str]) -> Iterator[str]:
                 "JSON Lines file?); split or shorten it"
             )
         yield line
+        if not line.endswith("\n"):
+            return
 
 
 def _read_line(stream: IO[str], before: int) -> str:
