@@ -173,3 +173,84 @@ def test_input_ends_at_a_last_line_without_a_line_end_not_at_a_further_read():
             return self.reads.pop(0)
 
     assert [r.text for r in read_records(Terminal())] == ["a", "b"]
+
+
+def test_a_hub_trickling_its_description_gives_up_with_a_message(tmp_path, monkeypatch):
+    """The metadata answer had a per-read timeout only: a server sending a byte every few seconds held
+    `gpt2cli download` for as long as it liked (days, for the 64 MB the answer may take)."""
+    from http.server import BaseHTTPRequestHandler
+
+    from gpt2cli.store import download
+    from tests.support.cli import assert_one_error_line, run_quick
+    from tests.test_s11_downloads import serving
+
+    monkeypatch.setattr(download, "_API_WINDOW", 1.0)  # a minute in use
+
+    class Trickle(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            try:
+                for byte in (b'{"id": "someone/tiny", "siblings": [' + b" " * 1000):
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    started = time.monotonic()
+    with serving(Trickle) as url:
+        endpoint = url.rsplit("/", 1)[0]
+        r = run_quick("download", "someone/tiny", "--weights-dir", tmp_path / "w", env={"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": None})
+        took = time.monotonic() - started
+    assert took < 20, (took, r.err)
+    line = assert_one_error_line(r, 4)
+    assert "too slow or stalled" in line and "HF_ENDPOINT" in line
+
+
+def test_a_download_never_asks_the_endpoint_for_huggingface_hubs_agent_registry(tmp_path):
+    """huggingface_hub builds its headers by first fetching {HF_ENDPOINT}/api/agent-harnesses, read whole
+    with only a per-read timeout: an endpoint trickling that answer held `gpt2cli download` without end
+    (and an endless one would fill memory), before gpt2cli's own bounded request was even made."""
+    from http.server import BaseHTTPRequestHandler
+
+    from tests.test_s11_downloads import serving
+
+    asked = []
+
+    class Hub(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if "agent-harnesses" in self.path:  # a byte a second, without end
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    while True:
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                        time.sleep(1)
+                except OSError:
+                    return
+            body = b'{"error": "Repository not found"}'
+            self.send_response(404)
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with serving(Hub) as url:
+        endpoint = url.rsplit("/", 1)[0]
+        env = {"HF_ENDPOINT": endpoint, "HF_HUB_OFFLINE": None, "HF_HOME": tmp_path / "hf", "HF_HUB_DISABLE_TELEMETRY": None}
+        r = run("download", "someone/tiny", "--weights-dir", tmp_path / "w", env=env, timeout=30)
+    line = _one_error(r, 2)
+    assert "no model repo 'someone/tiny'" in line
+    assert not [p for p in asked if "agent-harnesses" in p]
+    assert not (tmp_path / "hf").exists()
