@@ -78,11 +78,16 @@ def run_records(
     items: Iterable[Record | BadRecord] = unseen(records, output, tally)
     ready: Callable[[], bool] = lambda: True
     if slow:  # the thread also runs unseen(), so a skipped record never makes the batch wait
-        items = ReadAhead(items)
+        items = ReadAhead(items, weigh=_weight)
         ready = items.ready
     for index, result in results_of(session, items, defaults, seed, score, stride, allow_special, batch_size, ready):
         sink.put(index, result)
     return tally
+
+
+def _weight(item: Record | BadRecord) -> int:
+    """What a record read ahead holds in memory, in characters: its text (or error)."""
+    return len(item.text) if isinstance(item, Record) else len(item.error)
 
 
 def results_of(

@@ -88,9 +88,11 @@ MAX_LINE = 64 << 20
 
 
 def _bounded_lines(stream: IO[str]) -> Iterator[str]:
-    """The stream's lines, each of at most MAX_LINE characters; a longer one is a UsageError."""
+    """The stream's lines, each of at most MAX_LINE characters; a longer one is a UsageError. A last
+    line without "\n" ends the input: a terminal's Ctrl-D typed after text (twice, as a shell takes it)
+    ends a read without a line end, and a further read would wait for more typing, not end."""
     number = 0
-    while line := stream.readline(MAX_LINE + 1):
+    while line := _read_line(stream, number):
         number += 1
         if len(line) > MAX_LINE and not line.endswith("\n"):
             raise UsageError(
@@ -98,6 +100,20 @@ def _bounded_lines(stream: IO[str]) -> Iterator[str]:
                 "JSON Lines file?); split or shorten it"
             )
         yield line
+        if not line.endswith("\n"):
+            return
+
+
+def _read_line(stream: IO[str], before: int) -> str:
+    """The stream's next line (of at most MAX_LINE + 1 characters); a read that fails (EIO from a
+    hung-up terminal, a broken network or FUSE file) is a UsageError naming INPUT, not a bare OSError."""
+    try:
+        return stream.readline(MAX_LINE + 1)
+    except OSError as e:
+        where = f" past line {before}" if before else ""
+        raise UsageError(
+            f"cannot read INPUT{where} ({e.strerror or e}); give a JSON Lines file that can be read, or - for stdin"
+        ) from None
 
 
 def _parse(text: str, number: int, field: str) -> Record | BadRecord:
@@ -205,29 +221,49 @@ class Output:
         if not regular:
             return
         self._lock(path)
-        try:
-            data = _read_all(self._fd)
-        except OSError as e:
-            raise self._closed(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
-        keep = data.rfind(b"\n") + 1  # whole lines only: a torn last line is dropped, then done again
-        results = [_result(line) for line in data[:keep].splitlines()]
-        # a last line that is not the start of a result is someone's data: never cut off
-        if None in results or not _torn_result(data[keep:]):
-            raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
         # a result of the other kind (error lines are of neither) would have its id taken for done
         other_key, other = ("finish_reason", "generation") if self.score else ("perplexity", "score")
-        if self.score is not None and any(other_key in result for result in results):
+        try:
+            keep, foreign, mixed = self._scan(other_key if self.score is not None else None)
+        except OSError as e:
+            raise self._closed(f"cannot read the output file {path} ({e.strerror}); choose another with -o") from None
+        # a last line that is not the start of a result is someone's data: never cut off
+        if foreign:
+            raise self._closed(f"{path} holds a line that is not a batch result; give -o a new file or one an earlier run wrote")
+        if mixed:
             raise self._closed(
                 f"{path} holds {other} results and this run {'scores texts' if self.score else 'generates'}: its ids "
                 f"would be taken for done; give -o another file, or {'drop' if self.score else 'add'} --score to resume that run"
             )
-        self.done.update(json.dumps(result["id"]) for result in results)
-        self.failed.update(json.dumps(result["id"]) for result in results if "error" in result)
-        if keep < len(data):
+        if keep < os.fstat(self._fd).st_size:  # whole lines only: a torn last line is dropped, then done again
             try:
                 os.ftruncate(self._fd, keep)
             except OSError as e:
                 raise self._closed(cannot_write.format(path, e.strerror)) from None
+
+    def _scan(self, other_key: str | None) -> tuple[int, bool, bool]:
+        """Reads the file once, a block at a time, adding the id of each result line to done (a long run's
+        results, parsed all at once, took several times the file's size of memory): (where its last
+        whole line ends, whether a line is not a result or the part after the last is no torn one,
+        whether a result holds other_key)."""
+        keep = offset = 0
+        piece: list[bytes] = []  # the line being read, block by block
+        mixed = False
+        while block := os.pread(self._fd, _SCAN_BLOCK, offset):
+            start = 0
+            while (end := block.find(b"\n", start)) >= 0:
+                result = _result(b"".join([*piece, block[start:end]]))
+                piece = []
+                if result is None:
+                    return keep, True, mixed
+                mixed = mixed or (other_key is not None and other_key in result)
+                self.done.add(json.dumps(result["id"]))
+                if "error" in result:
+                    self.failed.add(json.dumps(result["id"]))
+                keep, start = offset + end + 1, end + 1
+            piece.append(block[start:])
+            offset += len(block)
+        return keep, not _torn_result(b"".join(piece)), mixed
 
     def _closed(self, message: str) -> UsageError:
         """Closes the file (and so drops the run's hold on it): the error to raise about it."""
@@ -275,13 +311,7 @@ class Output:
             self._fd = None
 
 
-def _read_all(fd: int) -> bytes:
-    """Every byte of the open file, from its start (the descriptor's offset is left alone)."""
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, 1 << 20, offset):
-        chunks.append(chunk)
-        offset += len(chunk)
-    return b"".join(chunks)
+_SCAN_BLOCK = 1 << 20  # bytes of an output file read at a time when it is reopened
 
 
 _RESULT_START = b'{"id": '  # how every line Output.write writes begins

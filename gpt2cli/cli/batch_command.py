@@ -201,7 +201,9 @@ def _open_input(source: str):
     if source == "-":
         # INPUT is UTF-8 whatever the locale says (as a file INPUT is): a non-UTF-8 locale (LANG=C
         # without Python's UTF-8 mode, a Latin-1 one) would otherwise decode stdin's records its way.
-        if sys.stdin is None or not hasattr(sys.stdin, "buffer"):
+        if sys.stdin is None:  # closed (`<&-`): read as empty, as generate reads it
+            return io.StringIO()
+        if not hasattr(sys.stdin, "buffer"):
             return sys.stdin
         if _may_stall(sys.stdin):
             # A pipe or terminal is read ahead by a thread that may still wait in a read when the
@@ -235,7 +237,7 @@ def _close_input(stream, source: str) -> None:
 
     if stream is sys.stdin:
         return
-    if source == "-" and stream.buffer is sys.stdin.buffer:
+    if source == "-" and sys.stdin is not None and getattr(stream, "buffer", None) is sys.stdin.buffer:
         stream.detach()
     else:
         stream.close()
@@ -264,7 +266,9 @@ def _replace_noting(source: str) -> str:
 
 def _refuse_input_as_output(stream, output: Path | None) -> None:
     """-o naming INPUT itself (or the file stdin reads) would append results to the records being read,
-    and take the records for results already done: refused before either file is touched."""
+    and take the records for results already done; -o naming the pipe or FIFO INPUT reads would feed
+    the results back in as records and, holding a writer of it, wait forever for INPUT's end: both
+    are refused before either is touched."""
     import os
     import stat
 
@@ -274,8 +278,12 @@ def _refuse_input_as_output(stream, output: Path | None) -> None:
         given, written = os.fstat(stream.fileno()), os.stat(output)
     except (OSError, ValueError, AttributeError):  # no -o file yet, or an input with no file behind it
         return
-    if stat.S_ISREG(written.st_mode) and os.path.samestat(given, written):
+    if not os.path.samestat(given, written):
+        return
+    if stat.S_ISREG(written.st_mode):
         raise UsageError(f"-o {output} is the INPUT file itself; give -o another file for the results")
+    if stat.S_ISFIFO(written.st_mode):  # results would come back as records, and INPUT never end (this run holds a writer)
+        raise UsageError(f"-o {output} is the pipe INPUT reads from; give -o another file for the results")
 
 
 def _count_records(source: str, lines: bool) -> int | None:

@@ -34,6 +34,10 @@ from gpt2cli.store.layout import (
 
 _STAGING_NOTE = ".gpt2cli-staging"  # the commit a staging folder is downloading, so resumes never mix commits
 _API_TIMEOUT = 10.0  # seconds to wait for the Hub's metadata answer: a black-holed network must not hang us
+# A metadata answer still coming after _API_WINDOW seconds must have come at _API_MIN_RATE bytes/s at least:
+# a server trickling a byte every few seconds never trips the read timeout, and would hold the command for days.
+_API_WINDOW = 60.0
+_API_MIN_RATE = 1024
 # The metadata answer is read up to this many bytes (gpt2-xl's, every file with its checksum, is ~10 KB; a
 # repo of thousands of files a few MB): a server answering without end must not grow memory without bound.
 _MAX_API_ANSWER = 64 << 20
@@ -213,6 +217,22 @@ def _malformed(ref: HubRef, detail: str) -> DownloadError:
     )
 
 
+def hub_headers() -> dict:
+    """huggingface_hub's headers for a Hub request (token, user agent), without its agent detection:
+    building them the first time fetches {HF_ENDPOINT}/api/agent-harnesses with no bound on its size
+    or time (an endpoint trickling it held the command for as long as it liked, an endless one filled
+    memory) and writes the answer into HF_HOME. The agent's name in the user agent is all it adds."""
+    from huggingface_hub.utils import build_hf_headers
+
+    try:
+        from huggingface_hub.utils import _detect_agent
+    except ImportError:  # a huggingface_hub without agent detection
+        _detect_agent = None
+    if _detect_agent is not None and getattr(_detect_agent, "_registry", False) is None:
+        _detect_agent._registry = getattr(_detect_agent, "_EMPTY_REGISTRY", {"standardEnvVars": [], "harnesses": {}})
+    return build_hf_headers(library_name="gpt2cli")
+
+
 def _model_info(ref: HubRef):
     """HfApi.model_info(files_metadata=True), with the answer read up to _MAX_API_ANSWER bytes: the same
     request (address, parameters, headers), errors (hf_raise_for_status) and ModelInfo, but a server
@@ -220,21 +240,29 @@ def _model_info(ref: HubRef):
     from urllib.parse import quote
 
     from huggingface_hub import ModelInfo, constants
-    from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
+    from huggingface_hub.utils import get_session, hf_raise_for_status
 
     base = (endpoint() or constants.ENDPOINT).rstrip("/")
     url = f"{base}/api/models/{ref.repo_id}"
     if ref.revision is not None:
         url += f"/revision/{quote(ref.revision, safe='')}"
-    headers = build_hf_headers(library_name="gpt2cli")
+    headers = hub_headers()
     with get_session().stream("GET", url, headers=headers, params={"blobs": True}, timeout=_API_TIMEOUT) as r:
         body = bytearray()
+        started = time.monotonic()
         for chunk in r.iter_bytes():
             body += chunk
             if len(body) > _MAX_API_ANSWER:
                 raise DownloadError(
                     f"the Hub's description of {ref.display} is over {_MAX_API_ANSWER >> 20} MB, far more than "
                     "any model repo's; check HF_ENDPOINT, or pass --model PATH to a model folder"
+                )
+            elapsed = time.monotonic() - started
+            if elapsed >= _API_WINDOW and len(body) < _API_MIN_RATE * elapsed:
+                raise DownloadError(
+                    f"the Hub at {base} sent the description of {ref.display} at under {_API_MIN_RATE} bytes/s for "
+                    f"{elapsed:.0f} s; the connection is too slow or stalled: check the network and HF_ENDPOINT, and "
+                    "try again later, or pass --model PATH to a model folder"
                 )
         answer = type(r)(r.status_code, headers=r.headers, content=bytes(body), request=r.request)
     hf_raise_for_status(answer)
@@ -319,9 +347,8 @@ def _fetch(ref: HubRef, info: _RepoInfo, files: list[str], staging: Path, progre
     """Fetches exactly `files` of one commit into `staging`, each resumed and verified (fetch.py); the
     shard index is checked before any shard it names is requested. Interruptible at any moment."""
     from huggingface_hub import hf_hub_url
-    from huggingface_hub.utils import build_hf_headers
 
-    headers = build_hf_headers(library_name="gpt2cli")
+    headers = hub_headers()
 
     def work(stop) -> None:
         for name in files:

@@ -82,6 +82,11 @@ def _convert_error(e: Exception, ref: HubRef, root: Path) -> GPT2CLIError:
         return DownloadError(
             f"the Hub at {hub_url} answered HTTP {status} for {what}; try again later, or {_ALTERNATIVES}"
         )
+    if type(e).__name__ == "TooManyRedirects":  # httpx2, httpx and requests all call it that
+        return DownloadError(  # a retry meets the same loop: say where it is instead
+            f"the Hub at {hub_url} redirected without end while downloading {what} (a misconfigured "
+            f"HF_ENDPOINT or proxy); check HF_ENDPOINT and the proxy settings, or {_ALTERNATIVES}"
+        )
     if isinstance(e, (*transport_errors, ConnectionError)):
         return DownloadError(
             f"the connection to the Hub broke while downloading {what} ({_first_line(e)}); {_RETRY}, or {_ALTERNATIVES}"

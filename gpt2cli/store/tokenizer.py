@@ -166,11 +166,11 @@ def _encode_long(text: str, encode: Callable[[str], list[int]], encoding, *, spe
     ids: list[int] = []
     start = 0
     for run in re.finditer(f"[{_WHITE_SPACE}]{{{LONG_RUN},}}", text):
+        # The run is maximal as the pattern sees it: finditer's greedy match begins at the first
+        # White_Space character past the last run, so neither neighbour is White_Space, which is
+        # exactly the pattern's \s. (A neighbour Python alone calls space, \x1c-\x1f, once sent the
+        # run whole to encode(), whose regex overflowed on it: a Rust panic and a traceback.)
         s, e = run.span()
-        # Python's isspace() holds every White_Space character, so a neighbour that is not isspace()
-        # is certainly not \s: the run is maximal as the pattern sees it (else leave it to encode()).
-        if (s > 0 and text[s - 1].isspace()) or (e < len(text) and text[e].isspace()):
-            continue
         ends = e == len(text) or (special and text.startswith(ENDOFTEXT, e))
         stop = e if ends else e - 1
         ids += encode(text[start:s])
