@@ -180,11 +180,11 @@ def test_a_hub_trickling_its_description_gives_up_with_a_message(tmp_path, monke
     `gpt2cli download` for as long as it liked (days, for the 64 MB the answer may take)."""
     from http.server import BaseHTTPRequestHandler
 
-    from gpt2cli.store import download
+    from gpt2cli.store import fetch
     from tests.support.cli import assert_one_error_line, run_quick
     from tests.test_s11_downloads import serving
 
-    monkeypatch.setattr(download, "_API_WINDOW", 1.0)  # a minute in use
+    monkeypatch.setattr(fetch, "_RATE_WINDOW", 1.0)  # a minute in use
 
     class Trickle(BaseHTTPRequestHandler):
         def log_message(self, *args) -> None:

@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover
 
 from gpt2cli.errors import CheckpointError, DownloadError, ModelNotFoundError, UsageError
 from gpt2cli.store import layout
-from gpt2cli.store.fetch import Remote, fetch_file, remote_files, run_interruptibly
+from gpt2cli.store.fetch import RateFloor, Remote, fetch_file, remote_files, run_interruptibly
 from gpt2cli.store.hub_errors import hub_errors
 from gpt2cli.store.hub import HubRef, endpoint, read_marker, staging_folder
 from gpt2cli.store.layout import (
@@ -34,10 +34,6 @@ from gpt2cli.store.layout import (
 
 _STAGING_NOTE = ".gpt2cli-staging"  # the commit a staging folder is downloading, so resumes never mix commits
 _API_TIMEOUT = 10.0  # seconds to wait for the Hub's metadata answer: a black-holed network must not hang us
-# A metadata answer still coming after _API_WINDOW seconds must have come at _API_MIN_RATE bytes/s at least:
-# a server trickling a byte every few seconds never trips the read timeout, and would hold the command for days.
-_API_WINDOW = 60.0
-_API_MIN_RATE = 1024
 # The metadata answer is read up to this many bytes (gpt2-xl's, every file with its checksum, is ~10 KB; a
 # repo of thousands of files a few MB): a server answering without end must not grow memory without bound.
 _MAX_API_ANSWER = 64 << 20
@@ -249,7 +245,7 @@ def _model_info(ref: HubRef):
     headers = hub_headers()
     with get_session().stream("GET", url, headers=headers, params={"blobs": True}, timeout=_API_TIMEOUT) as r:
         body = bytearray()
-        started = time.monotonic()
+        floor = RateFloor()  # a server trickling a byte every few seconds never trips the read timeout
         for chunk in r.iter_bytes():
             body += chunk
             if len(body) > _MAX_API_ANSWER:
@@ -257,12 +253,11 @@ def _model_info(ref: HubRef):
                     f"the Hub's description of {ref.display} is over {_MAX_API_ANSWER >> 20} MB, far more than "
                     "any model repo's; check HF_ENDPOINT, or pass --model PATH to a model folder"
                 )
-            elapsed = time.monotonic() - started
-            if elapsed >= _API_WINDOW and len(body) < _API_MIN_RATE * elapsed:
+            if floor.stalled(len(chunk)):
                 raise DownloadError(
-                    f"the Hub at {base} sent the description of {ref.display} at under {_API_MIN_RATE} bytes/s for "
-                    f"{elapsed:.0f} s; the connection is too slow or stalled: check the network and HF_ENDPOINT, and "
-                    "try again later, or pass --model PATH to a model folder"
+                    f"the Hub at {base} sent the description of {ref.display} at under {floor.rate} bytes/s; the "
+                    "connection is too slow or stalled: check the network and HF_ENDPOINT, and try again later, or "
+                    "pass --model PATH to a model folder"
                 )
         answer = type(r)(r.status_code, headers=r.headers, content=bytes(body), request=r.request)
     hf_raise_for_status(answer)

@@ -151,6 +151,29 @@ def _remove_unless_regular(path: Path) -> None:
         os.unlink(path)
 
 
+class RateFloor:
+    """Whether a stream keeps to _MIN_RATE bytes/s, judged over each _RATE_WINDOW seconds (a file's
+    transfer here, the Hub's description of a repo in download.py)."""
+
+    def __init__(self) -> None:
+        self._start, self._bytes = time.monotonic(), 0
+
+    @property
+    def rate(self) -> int:
+        """The floor, bytes/s."""
+        return _MIN_RATE
+
+    def stalled(self, received: int) -> bool:
+        """Counts `received` more bytes; True when a whole window has passed with too few."""
+        self._bytes += received
+        if time.monotonic() - self._start < _RATE_WINDOW:
+            return False
+        if self._bytes < _MIN_RATE * _RATE_WINDOW:
+            return True
+        self._start, self._bytes = time.monotonic(), 0
+        return False
+
+
 class _TooSlow(ConnectionError):
     """A transfer far below any real link's speed (_MIN_RATE over _RATE_WINDOW): resumed like a broken one."""
 
@@ -189,7 +212,7 @@ def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threadi
                     bar.update(have if mode == "ab" else 0)
                 # Never more than the Hub listed: a server (or proxy) sending without end must not fill the disk.
                 left = None if remote.size is None else remote.size - (have if mode == "ab" else 0)
-                window_start, window_bytes = time.monotonic(), 0
+                floor = RateFloor()
                 with _open_part(part, mode) as f:  # unbuffered: a killed run keeps every byte received
                     for chunk in response.iter_bytes():
                         if stop.is_set():
@@ -202,11 +225,8 @@ def _transfer(url: str, headers: dict, remote: Remote, part: Path, stop: threadi
                             bar.update(len(chunk))
                         if left == 0:
                             break  # the rest, if any, is not the listed file: the checksum judges what came
-                        window_bytes += len(chunk)
-                        if time.monotonic() - window_start >= _RATE_WINDOW:  # what came is kept: the next try resumes
-                            if window_bytes < _MIN_RATE * _RATE_WINDOW:
-                                raise _TooSlow(remote.name)
-                            window_start, window_bytes = time.monotonic(), 0
+                        if floor.stalled(len(chunk)):  # what came is kept: the next try resumes
+                            raise _TooSlow(remote.name)
             if remote.size is None or part.stat().st_size >= remote.size:
                 return
         except Exception as e:  # noqa: BLE001 - transport errors: resume; HTTP errors: raised below
